@@ -1,0 +1,327 @@
+//! Run configuration from command-line flags, `BINLOGSTREAM_*` environment variables and an
+//! optional TOML file, in that order of precedence. The password is read from a file or the
+//! environment, never required on the command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    decode::EncodeOptions,
+    filter::{Pattern, TableFilter},
+    pipeline::PipelineOptions,
+    position::StartFrom,
+    source::{SourceAddr, SourceConfig},
+};
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "BINLOGSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Source as mysql://USER@HOST:PORT.
+    #[arg(long, env = "BINLOGSTREAM_SOURCE")]
+    pub source: Option<String>,
+    /// File holding the source password (trailing newline ignored). Or set BINLOGSTREAM_PASSWORD.
+    #[arg(long, env = "BINLOGSTREAM_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Replica server id, unique among the source's replicas [default: derived from host and source].
+    #[arg(long, env = "BINLOGSTREAM_SERVER_ID")]
+    pub server_id: Option<u32>,
+    /// latest | earliest | FILE:POS | gtid:D-S-N[,...] (used only when no checkpoint exists).
+    #[arg(long, env = "BINLOGSTREAM_START")]
+    pub start: Option<String>,
+    /// Capture only these SCHEMA.TABLE patterns (`*` wildcard; repeat or comma-separate).
+    #[arg(long, env = "BINLOGSTREAM_INCLUDE", value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Never capture these SCHEMA.TABLE patterns.
+    #[arg(long, env = "BINLOGSTREAM_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// stdout | file:PATH | null.
+    #[arg(long, env = "BINLOGSTREAM_SINK")]
+    pub sink: Option<String>,
+    /// Add the `position` key (file, pos, row, gtid, ts) to every record.
+    #[arg(long, env = "BINLOGSTREAM_POSITION")]
+    pub position: Option<bool>,
+    /// Store the resume position in this file (atomic replace).
+    #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_FILE")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// Exit once the current end of the binlog is reached.
+    #[arg(long, env = "BINLOGSTREAM_STOP_AT_END")]
+    pub stop_at_end: Option<bool>,
+    /// Seconds between heartbeats from an idle source [default: 5].
+    #[arg(long, env = "BINLOGSTREAM_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// Longest a record waits in a buffer before it is flushed, in ms [default: 5].
+    #[arg(long, env = "BINLOGSTREAM_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+    /// Shortest time between checkpoint writes, in ms [default: 1000].
+    #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    source: Option<String>,
+    password_file: Option<PathBuf>,
+    server_id: Option<u32>,
+    start: Option<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    sink: Option<String>,
+    position: Option<bool>,
+    checkpoint_file: Option<PathBuf>,
+    stop_at_end: Option<bool>,
+    heartbeat_secs: Option<u64>,
+    linger_ms: Option<u64>,
+    checkpoint_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    Stdout,
+    File(PathBuf),
+    Null,
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(SinkSpec::Stdout),
+            "null" => Ok(SinkSpec::Null),
+            other => match other.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(SinkSpec::File(PathBuf::from(p))),
+                _ => Err(ConfigError::Invalid {
+                    field: "sink",
+                    reason: format!("`{s}` is not one of stdout, file:PATH, null"),
+                }),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{field} is required (flag --{flag} or env {env})")]
+    Missing {
+        field: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub source: SourceConfig,
+    pub sink: SinkSpec,
+    pub checkpoint_file: Option<PathBuf>,
+    pub pipeline: PipelineOptions,
+}
+
+fn read_password_file(path: &PathBuf) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        field: "password-file",
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A replica id derived from the host and the source, stable across restarts, in a range
+/// real servers rarely use.
+pub fn default_server_id(source: &str) -> u32 {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in host.trim().bytes().chain([0]).chain(source.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x4000_0000 | (h & 0x3fff_ffff)
+}
+
+fn patterns(field: &'static str, list: &[String]) -> Result<Vec<Pattern>, ConfigError> {
+    list.iter()
+        .map(|p| {
+            p.parse()
+                .map_err(|e: crate::filter::PatternError| ConfigError::Invalid {
+                    field,
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+impl RunArgs {
+    pub fn resolve(self) -> Result<RunConfig, ConfigError> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let url = self.source.or(file.source).ok_or(ConfigError::Missing {
+            field: "source",
+            flag: "source",
+            env: "BINLOGSTREAM_SOURCE",
+        })?;
+        let password = match self.password_file.or(file.password_file) {
+            Some(path) => Some(read_password_file(&path)?),
+            None => std::env::var("BINLOGSTREAM_PASSWORD").ok(),
+        };
+        let addr =
+            SourceAddr::new(&url, password.as_deref()).map_err(|reason| ConfigError::Invalid {
+                field: "source",
+                reason,
+            })?;
+        let server_id = self
+            .server_id
+            .or(file.server_id)
+            .unwrap_or_else(|| default_server_id(&url));
+        if server_id == 0 {
+            return Err(ConfigError::Invalid {
+                field: "server-id",
+                reason: "0 is not a valid replica server id".into(),
+            });
+        }
+        let start: StartFrom = self
+            .start
+            .or(file.start)
+            .unwrap_or_else(|| "latest".into())
+            .parse()
+            .map_err(|e: crate::position::StartParseError| ConfigError::Invalid {
+                field: "start",
+                reason: e.to_string(),
+            })?;
+        let include = if self.include.is_empty() {
+            file.include
+        } else {
+            self.include
+        };
+        let exclude = if self.exclude.is_empty() {
+            file.exclude
+        } else {
+            self.exclude
+        };
+        let filter = TableFilter {
+            include: patterns("include", &include)?,
+            exclude: patterns("exclude", &exclude)?,
+        };
+        let sink: SinkSpec = self
+            .sink
+            .or(file.sink)
+            .unwrap_or_else(|| "stdout".into())
+            .parse()?;
+        let heartbeat =
+            Duration::from_secs(self.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5));
+        let linger = Duration::from_millis(self.linger_ms.or(file.linger_ms).unwrap_or(5));
+        let checkpoint_interval = Duration::from_millis(
+            self.checkpoint_interval_ms
+                .or(file.checkpoint_interval_ms)
+                .unwrap_or(1000),
+        );
+        Ok(RunConfig {
+            source: SourceConfig {
+                addr,
+                server_id,
+                start,
+                filter,
+                encode: EncodeOptions {
+                    position: self.position.or(file.position).unwrap_or(false),
+                },
+                heartbeat,
+                stop_at_end: self.stop_at_end.or(file.stop_at_end).unwrap_or(false),
+            },
+            sink,
+            checkpoint_file: self.checkpoint_file.or(file.checkpoint_file),
+            pipeline: PipelineOptions {
+                linger,
+                checkpoint_interval,
+                ..PipelineOptions::default()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("p.toml");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").expect("pw");
+        std::fs::write(
+            &cfg,
+            format!(
+                "source = \"mysql://repl@db:3306\"\npassword-file = \"{}\"\nserver-id = 7\nstart = \"earliest\"\ninclude = [\"shop.*\"]\n",
+                pw.display()
+            ),
+        )
+        .expect("cfg");
+        let args = RunArgs {
+            config: Some(cfg),
+            server_id: Some(9),
+            ..Default::default()
+        };
+        let run = args.resolve().expect("resolve");
+        assert_eq!(run.source.server_id, 9);
+        assert_eq!(run.source.start, StartFrom::Earliest);
+        assert!(run.source.filter.captures("shop", "x"));
+        assert!(!run.source.filter.captures("other", "x"));
+        assert_eq!(run.source.addr.opts.pass(), Some("s3cret"));
+        assert_eq!(run.sink, SinkSpec::Stdout);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = RunArgs::default().resolve().unwrap_err().to_string();
+        assert!(e.contains("source is required"), "{e}");
+        let e = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            start: Some("nowhere".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("start:"), "{e}");
+        let e = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            include: vec!["nodot".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("include:"), "{e}");
+        let e = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            sink: Some("kafka".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("sink:"), "{e}");
+    }
+}

@@ -1,0 +1,332 @@
+//! Pure decoding: TABLE_MAP + ROWS events to records. No I/O here.
+
+pub mod charset;
+pub mod plan;
+pub mod value;
+
+use std::sync::Arc;
+
+use mysql_common::{binlog::events::RowsEventData, binlog::value::BinlogValue, io::ParseBuf};
+
+pub use plan::{ColumnInfo, Kind, PlanError, TableInfo, TablePlan};
+
+use crate::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl ChangeKind {
+    /// The record's `type`, named after python-mysql-replication's event classes.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "WriteRowsEvent",
+            ChangeKind::Update => "UpdateRowsEvent",
+            ChangeKind::Delete => "DeleteRowsEvent",
+        }
+    }
+}
+
+/// Where one row change sits in the binlog. `(file, pos, row)` is unique per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPosition {
+    pub file: Arc<str>,
+    /// Offset of the ROWS event holding the row.
+    pub pos: u64,
+    /// Index of the row inside its transaction, from 0.
+    pub row: u64,
+    pub gtid: Option<Arc<str>>,
+    /// Event timestamp, seconds since the epoch.
+    pub ts: u32,
+}
+
+/// One decoded row change: the record body and what sinks need to route it.
+#[derive(Debug, Clone)]
+pub struct RowChange {
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub kind: ChangeKind,
+    /// The record, exactly as consumers receive it.
+    pub body: Vec<u8>,
+    /// JSON array of the primary-key values (after image; before image for deletes), or
+    /// `None` when the table has no primary key.
+    pub primary_key: Option<String>,
+    pub position: RowPosition,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Append the optional `position` key.
+    pub position: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot decode {schema}.{table} column {column} at {file}:{pos}: {reason}")]
+pub struct DecodeError {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    pub file: String,
+    pub pos: u64,
+    pub reason: String,
+}
+
+struct ImageError {
+    column: String,
+    reason: String,
+}
+
+fn bit(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+/// Reads one row image and writes it as a JSON object of the present columns.
+fn read_image(
+    buf: &mut ParseBuf<'_>,
+    plan: &TablePlan,
+    present: &[bool],
+    partial_after: bool,
+    out: &mut Vec<u8>,
+    mut key: Option<&mut Vec<Option<(usize, usize)>>>,
+) -> Result<(), ImageError> {
+    let short = |what: &str| ImageError {
+        column: "*".into(),
+        reason: format!("row data ends inside {what}"),
+    };
+    let mut partial_bits: &[u8] = &[];
+    if partial_after {
+        let options = buf
+            .checked_eat_lenenc_int()
+            .ok_or_else(|| short("the value options"))?;
+        if options & 1 != 0 {
+            partial_bits = buf
+                .checked_eat(plan.json_columns.div_ceil(8))
+                .ok_or_else(|| short("the partial JSON bitmap"))?;
+        }
+    }
+    let present_count = present.iter().filter(|p| **p).count();
+    let nulls = buf
+        .checked_eat(present_count.div_ceil(8))
+        .ok_or_else(|| short("the null bitmap"))?;
+
+    out.push(b'{');
+    let mut image_idx = 0;
+    let mut json_idx = 0;
+    for (i, col) in plan.columns.iter().enumerate() {
+        let is_json = col.kind == Kind::JsonBinary;
+        if !present[i] {
+            json_idx += usize::from(is_json);
+            continue;
+        }
+        if image_idx > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(&col.key);
+        let start = out.len();
+        if bit(nulls, image_idx) {
+            out.extend_from_slice(b"null");
+        } else {
+            let is_partial = is_json && bit(partial_bits, json_idx);
+            // The value parser ties its context's lifetime to the buffer's, so parse from a
+            // short-lived view and advance the real buffer by what it consumed.
+            let mut view = ParseBuf(buf.0);
+            let value: BinlogValue<'_> = view
+                .parse((
+                    col.column_type,
+                    col.meta.as_slice(),
+                    col.unsigned,
+                    is_partial,
+                ))
+                .map_err(|e| ImageError {
+                    column: col.name.clone(),
+                    reason: format!("malformed value: {e}"),
+                })?;
+            let consumed = buf.0.len() - view.0.len();
+            value::write_value(out, col, &value).map_err(|reason| ImageError {
+                column: col.name.clone(),
+                reason,
+            })?;
+            buf.skip(consumed);
+        }
+        if let Some(k) = key.as_deref_mut() {
+            k[i] = Some((start, out.len()));
+        }
+        json_idx += usize::from(is_json);
+        image_idx += 1;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Decodes every row of a ROWS event. `first_row` is the transaction-relative index of its
+/// first row; rows are handed to `emit` in binlog order.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_rows(
+    plan: &TablePlan,
+    event: &RowsEventData<'_>,
+    kind: ChangeKind,
+    partial: bool,
+    opts: EncodeOptions,
+    file: &Arc<str>,
+    pos: u64,
+    gtid: Option<&Arc<str>>,
+    ts: u32,
+    first_row: u64,
+    mut emit: impl FnMut(RowChange),
+) -> Result<u64, DecodeError> {
+    let err = |column: String, reason: String| DecodeError {
+        schema: plan.schema.to_string(),
+        table: plan.table.to_string(),
+        column,
+        file: file.to_string(),
+        pos,
+        reason,
+    };
+    let n = plan.columns.len();
+    if event.num_columns() as usize != n {
+        return Err(err(
+            "*".into(),
+            format!(
+                "rows event has {} columns, table map has {n}",
+                event.num_columns()
+            ),
+        ));
+    }
+    let before = event.columns_before_image().map(|b| {
+        (0..n)
+            .map(|i| b.get(i).as_deref().copied().unwrap_or(false))
+            .collect::<Vec<bool>>()
+    });
+    let after = event.columns_after_image().map(|b| {
+        (0..n)
+            .map(|i| b.get(i).as_deref().copied().unwrap_or(false))
+            .collect::<Vec<bool>>()
+    });
+    let mut buf = ParseBuf(event.rows_data());
+    let mut row = first_row;
+    let mut key_spans: Vec<Option<(usize, usize)>> = vec![None; n];
+    let want_key = !plan.primary_key.is_empty();
+
+    while !buf.is_empty() {
+        let mut body = Vec::with_capacity(plan.head.len() + 64 + 16 * n);
+        body.extend_from_slice(&plan.head);
+        key_spans.iter_mut().for_each(|s| *s = None);
+        let map_img = |e: ImageError| err(e.column, e.reason);
+        match kind {
+            ChangeKind::Insert | ChangeKind::Delete => {
+                let present = if kind == ChangeKind::Insert {
+                    &after
+                } else {
+                    &before
+                };
+                let present = present
+                    .as_ref()
+                    .ok_or_else(|| err("*".into(), "rows event without a column bitmap".into()))?;
+                body.extend_from_slice(b"\"values\": ");
+                read_image(
+                    &mut buf,
+                    plan,
+                    present,
+                    false,
+                    &mut body,
+                    want_key.then_some(&mut key_spans),
+                )
+                .map_err(map_img)?;
+            }
+            ChangeKind::Update => {
+                let (Some(b), Some(a)) = (&before, &after) else {
+                    return Err(err(
+                        "*".into(),
+                        "update event without both column bitmaps".into(),
+                    ));
+                };
+                body.extend_from_slice(b"\"before_values\": ");
+                read_image(
+                    &mut buf,
+                    plan,
+                    b,
+                    false,
+                    &mut body,
+                    want_key.then_some(&mut key_spans),
+                )
+                .map_err(map_img)?;
+                body.extend_from_slice(b", \"after_values\": ");
+                // The after image's key wins: with a MINIMAL image it may hold only changed columns,
+                // so before-image spans stay for the key columns it lacks.
+                let mut after_spans = vec![None; n];
+                read_image(
+                    &mut buf,
+                    plan,
+                    a,
+                    partial,
+                    &mut body,
+                    want_key.then_some(&mut after_spans),
+                )
+                .map_err(map_img)?;
+                for (k, s) in key_spans.iter_mut().zip(after_spans) {
+                    if s.is_some() {
+                        *k = s;
+                    }
+                }
+            }
+        }
+        body.extend_from_slice(b"}, \"type\": \"");
+        body.extend_from_slice(kind.type_name().as_bytes());
+        body.extend_from_slice(b"\", ");
+        body.extend_from_slice(&plan.schema_field);
+        if opts.position {
+            body.extend_from_slice(b", \"position\": {\"file\": ");
+            json::write_str(&mut body, file);
+            body.extend_from_slice(b", \"pos\": ");
+            json::write_u64(&mut body, pos);
+            body.extend_from_slice(b", \"row\": ");
+            json::write_u64(&mut body, row);
+            body.extend_from_slice(b", \"gtid\": ");
+            match gtid {
+                Some(g) => json::write_str(&mut body, g),
+                None => body.extend_from_slice(b"null"),
+            }
+            body.extend_from_slice(b", \"ts\": ");
+            json::write_u64(&mut body, u64::from(ts));
+            body.push(b'}');
+        }
+        body.push(b'}');
+
+        let primary_key = if want_key {
+            let mut k = String::from("[");
+            for (j, &ci) in plan.primary_key.iter().enumerate() {
+                if j > 0 {
+                    k.push_str(", ");
+                }
+                match key_spans.get(ci).copied().flatten() {
+                    Some((s, e)) => k.push_str(&String::from_utf8_lossy(&body[s..e])),
+                    None => k.push_str("null"),
+                }
+            }
+            k.push(']');
+            Some(k)
+        } else {
+            None
+        };
+
+        emit(RowChange {
+            schema: plan.schema.clone(),
+            table: plan.table.clone(),
+            kind,
+            body,
+            primary_key,
+            position: RowPosition {
+                file: file.clone(),
+                pos,
+                row,
+                gtid: gtid.cloned(),
+                ts,
+            },
+        });
+        row += 1;
+    }
+    Ok(row - first_row)
+}

@@ -1,0 +1,121 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use publisher::{
+    checkpoint::{file::FileCheckpoint, CheckpointStore, NoCheckpoint},
+    config::{RunArgs, RunConfig, SinkSpec},
+    pipeline::{self, Summary},
+    sink::{jsonl::JsonLinesSink, null::NullSink, Sink},
+    source::Reader,
+};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "publisher",
+    version,
+    about = "Publishes MySQL/MariaDB row changes from the binlog"
+)]
+struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(
+        long,
+        env = "BINLOGSTREAM_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Follow the source's binlog and publish every row change.
+    Run(RunArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOGSTREAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested: draining and writing the final checkpoint");
+}
+
+async fn run_with<S: Sink, C: CheckpointStore>(
+    cfg: RunConfig,
+    sink: &mut S,
+    store: &mut C,
+) -> anyhow::Result<Summary> {
+    let checkpoint = store.load().await?;
+    if let Some(cp) = &checkpoint {
+        info!(file = %cp.file, pos = cp.pos, rows_done = cp.rows_done, "resuming from checkpoint");
+    }
+    let reader = Reader::open(cfg.source.clone(), checkpoint).await?;
+    Ok(pipeline::run(reader, sink, store, &cfg.pipeline, shutdown_signal()).await?)
+}
+
+async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summary> {
+    match cfg.checkpoint_file.clone() {
+        Some(path) => run_with(cfg, sink, &mut FileCheckpoint::new(path)).await,
+        None => run_with(cfg, sink, &mut NoCheckpoint).await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result: anyhow::Result<()> = async {
+        match cli.command {
+            Command::Run(args) => {
+                let cfg = args.resolve().context("invalid configuration")?;
+                info!(source = %cfg.source.addr.display(), server_id = cfg.source.server_id, start = %cfg.source.start, "starting");
+                let summary = match cfg.sink.clone() {
+                    SinkSpec::Stdout => run_sink(cfg, &mut JsonLinesSink::stdout()).await?,
+                    SinkSpec::File(path) => run_sink(cfg, &mut JsonLinesSink::file(path).await?).await?,
+                    SinkSpec::Null => run_sink(cfg, &mut NullSink::default()).await?,
+                };
+                info!(rows = summary.rows, transactions = summary.transactions, "done");
+                Ok(())
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

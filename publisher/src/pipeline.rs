@@ -1,0 +1,192 @@
+//! Owns the read → sink → checkpoint loop, its timers, reconnects and shutdown.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use tokio::time::sleep_until;
+use tracing::{info, warn};
+
+use crate::{
+    checkpoint::{CheckpointError, CheckpointStore},
+    position::Checkpoint,
+    sink::{Sink, SinkError},
+    source::{Item, Reader, SourceError},
+};
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Longest a written record waits before the sink is flushed.
+    pub linger: Duration,
+    /// Shortest time between two checkpoint writes.
+    pub checkpoint_interval: Duration,
+    /// Ceiling of the exponential backoff between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            linger: Duration::from_millis(5),
+            checkpoint_interval: Duration::from_millis(1000),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub rows: u64,
+    pub transactions: u64,
+    /// The last checkpoint stored (everything before it was delivered).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+struct Saver<'a, C: CheckpointStore> {
+    store: &'a mut C,
+    interval: Duration,
+    last_save: Option<Instant>,
+    unsaved: Option<Checkpoint>,
+    saved: Option<Checkpoint>,
+}
+
+impl<C: CheckpointStore> Saver<'_, C> {
+    async fn offer(&mut self, cp: Option<Checkpoint>, force: bool) -> Result<(), CheckpointError> {
+        if let Some(cp) = cp {
+            self.unsaved = Some(cp);
+        }
+        let due = force || self.last_save.is_none_or(|t| t.elapsed() >= self.interval);
+        if due {
+            if let Some(cp) = self.unsaved.take() {
+                self.store.save(&cp).await?;
+                self.last_save = Some(Instant::now());
+                self.saved = Some(cp);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs until `shutdown` resolves, the stream ends (`stop_at_end`) or a non-transient error.
+/// On every exit path it flushes the sink and stores the final checkpoint first, so what was
+/// delivered is never read again and nothing undelivered is marked as done.
+pub async fn run<S: Sink, C: CheckpointStore>(
+    mut reader: Reader,
+    sink: &mut S,
+    store: &mut C,
+    opts: &PipelineOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, PipelineError> {
+    tokio::pin!(shutdown);
+    let mut saver = Saver {
+        store,
+        interval: opts.checkpoint_interval,
+        last_save: None,
+        unsaved: None,
+        saved: None,
+    };
+    let mut summary = Summary::default();
+    let mut items = Vec::with_capacity(1024);
+    let mut flush_at: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(250);
+
+    let outcome: Result<(), PipelineError> = loop {
+        let next = match flush_at {
+            Some(at) => tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = sleep_until(at.into()) => {
+                    flush_at = None;
+                    match sink.flush().await {
+                        Ok(cp) => {
+                            if let Err(e) = saver.offer(cp, false).await {
+                                break Err(e.into());
+                            }
+                        }
+                        Err(e) => break Err(e.into()),
+                    }
+                    continue;
+                }
+                r = reader.next_event() => r,
+            },
+            None => tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                r = reader.next_event() => r,
+            },
+        };
+        let result = match next {
+            Ok(None) => break Ok(()),
+            Ok(Some(event)) => reader.handle(event, &mut items).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
+                tokio::select! {
+                    _ = &mut shutdown => break Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(opts.max_backoff);
+                match reader.reconnect().await {
+                    Ok(()) => continue,
+                    Err(e) if e.is_transient() => continue,
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            Err(e) => break Err(e.into()),
+        }
+        let mut failed = None;
+        for item in items.drain(..) {
+            let r = match item {
+                Item::Row(row) => {
+                    summary.rows += 1;
+                    sink.write_row(row).await
+                }
+                Item::Commit(cp) => {
+                    summary.transactions += 1;
+                    sink.boundary(cp).await
+                }
+                Item::Idle(cp) => sink.boundary(cp).await,
+            };
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e.into());
+        }
+        if flush_at.is_none() {
+            flush_at = Some(Instant::now() + opts.linger);
+        }
+    };
+
+    // Deliver what was handed to the sink and record how far that got, whatever the outcome.
+    let flushed = sink.flush().await;
+    let final_cp = match flushed {
+        Ok(cp) => cp,
+        Err(e) => {
+            warn!(error = %e, "final flush failed; the checkpoint stays where the last delivery ended");
+            None
+        }
+    };
+    saver.offer(final_cp, true).await?;
+    summary.checkpoint = saver.saved.clone();
+    if let Some(cp) = &summary.checkpoint {
+        info!(file = %cp.file, pos = cp.pos, rows = summary.rows, "stopped");
+    }
+    outcome.map(|()| summary)
+}

@@ -1,0 +1,84 @@
+use crate::decode::{DecodeError, PlanError};
+
+/// Everything that can stop the reader. [`SourceError::is_transient`] separates what a
+/// reconnect may cure from what needs a person.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {addr} is unreachable: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("source {addr} refused the credentials of user `{user}`: {message} (check --source user and the password file/env)")]
+    AccessDenied {
+        addr: String,
+        user: String,
+        message: String,
+    },
+    #[error("user `{user}` lacks the {privilege} privilege: {message}. Fix: GRANT {grant} ON *.* TO '{user}'@'%';")]
+    MissingPrivilege {
+        user: String,
+        privilege: &'static str,
+        grant: &'static str,
+        message: String,
+    },
+    #[error("source setting {setting} is `{value}`; {fix}")]
+    Misconfigured {
+        setting: &'static str,
+        value: String,
+        fix: &'static str,
+    },
+    #[error("binlog file `{file}` is no longer on the source (oldest kept: {oldest}). The changes between the checkpoint and {oldest} cannot be read any more; nothing was skipped. To go on anyway, remove the checkpoint and start from `earliest` or `latest` (or restore the binlog files).")]
+    BinlogGone { file: String, oldest: String },
+    #[error("cannot start at {start}: {reason}")]
+    BadStart { start: String, reason: String },
+    #[error("another replica already uses server id {server_id} on this source: pick a unique --server-id ({message})")]
+    ServerIdInUse { server_id: u32, message: String },
+    #[error("the source ended the binlog stream with an error: {0}")]
+    Replication(String),
+    #[error("connection to the source failed: {0}")]
+    Connection(#[source] mysql_async::Error),
+    #[error("cannot read the schema of {schema}.{table} from information_schema: {message}")]
+    Schema {
+        schema: String,
+        table: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("rows event for unknown table id {table_id} at {file}:{pos}: the stream did not start at a transaction boundary")]
+    UnknownTable {
+        table_id: u64,
+        file: String,
+        pos: u64,
+    },
+    #[error("{what} at {file}:{pos} cannot be decoded: {reason}")]
+    Unsupported {
+        what: String,
+        file: String,
+        pos: u64,
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// True when reconnecting and resuming from the last transaction boundary may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Unreachable { .. } => true,
+            SourceError::Connection(e) => match e {
+                mysql_async::Error::Io(_) => true,
+                // server shutdown, lost connection, too many connections, killed query
+                mysql_async::Error::Server(s) => {
+                    matches!(s.code, 1053 | 2006 | 2013 | 1040 | 1317 | 1927)
+                }
+                mysql_async::Error::Driver(_) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}

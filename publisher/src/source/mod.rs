@@ -1,0 +1,12 @@
+//! The replication side: connecting, preflight checks, schema lookups and the binlog reader.
+
+pub mod connect;
+pub mod error;
+pub mod preflight;
+pub mod query;
+pub mod reader;
+pub mod schema;
+
+pub use connect::SourceAddr;
+pub use error::SourceError;
+pub use reader::{Item, Reader, SourceConfig};

@@ -1,0 +1,835 @@
+//! Follows the binlog like a replica and turns events into [`Item`]s: rows, transaction
+//! commits and idle heartbeats, each carrying the position a resume can start from.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use mysql_async::{prelude::Queryable, BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::events::{
+    Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    connect::SourceAddr,
+    error::SourceError,
+    preflight::{self, ServerInfo},
+    query::{classify, QueryKind},
+    schema,
+};
+use crate::{
+    decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
+    filter::TableFilter,
+    position::{Checkpoint, GtidState, MariaGtid, StartFrom},
+};
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub addr: SourceAddr,
+    pub server_id: u32,
+    pub start: StartFrom,
+    pub filter: TableFilter,
+    pub encode: EncodeOptions,
+    /// How often an idle source sends a heartbeat (keeps the checkpoint moving).
+    pub heartbeat: Duration,
+    /// Stop at the current end of the binlog instead of waiting for more.
+    pub stop_at_end: bool,
+}
+
+/// What the reader hands on, in binlog order.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Row(RowChange),
+    /// A transaction ended; every row before it has been handed on. Resuming here is exact.
+    Commit(Checkpoint),
+    /// The source is idle at a transaction boundary.
+    Idle(Checkpoint),
+}
+
+mod event_type {
+    pub const QUERY: u8 = 2;
+    pub const ROTATE: u8 = 4;
+    pub const FORMAT_DESCRIPTION: u8 = 15;
+    pub const XID: u8 = 16;
+    pub const TABLE_MAP: u8 = 19;
+    pub const WRITE_V1: u8 = 23;
+    pub const UPDATE_V1: u8 = 24;
+    pub const DELETE_V1: u8 = 25;
+    pub const HEARTBEAT: u8 = 27;
+    pub const WRITE_V2: u8 = 30;
+    pub const UPDATE_V2: u8 = 31;
+    pub const DELETE_V2: u8 = 32;
+    pub const GTID: u8 = 33;
+    pub const ANONYMOUS_GTID: u8 = 34;
+    pub const XA_PREPARE: u8 = 38;
+    pub const PARTIAL_UPDATE: u8 = 39;
+    pub const MARIA_GTID: u8 = 162;
+    pub const MARIA_GTID_LIST: u8 = 163;
+    pub const MARIA_QUERY_COMPRESSED: u8 = 165;
+    pub const MARIA_ROWS_COMPRESSED_FIRST: u8 = 166;
+    pub const MARIA_ROWS_COMPRESSED_LAST: u8 = 171;
+}
+
+#[derive(Debug)]
+struct Tx {
+    start_pos: u64,
+    gtid: Option<Arc<str>>,
+    maria_gtid: Option<MariaGtid>,
+    /// Captured rows handed on so far (including any skipped on resume).
+    rows: u64,
+    explicit_begin: bool,
+    /// MariaDB's FL_STANDALONE: one statement, no BEGIN/COMMIT around it.
+    standalone: bool,
+}
+
+struct PlanEntry {
+    schema_gen: u64,
+    tme_bytes: Vec<u8>,
+    /// `None`: the table is filtered out, its rows are not decoded.
+    plan: Option<Arc<TablePlan>>,
+}
+
+pub struct Reader {
+    cfg: SourceConfig,
+    server: ServerInfo,
+    meta: Conn,
+    stream: Option<BinlogStream>,
+    file: Arc<str>,
+    seen_fde: bool,
+    tx: Option<Tx>,
+    last_boundary: Checkpoint,
+    gtid_state: GtidState,
+    /// Rows of the first transaction already delivered before a resume.
+    skip_rows: u64,
+    plans: HashMap<u64, PlanEntry>,
+    infos: HashMap<(String, String), Option<Arc<TableInfo>>>,
+    schema_gen: u64,
+    /// Statement-format DML seen (cannot be captured; warned about, counted).
+    pub statement_dml: u64,
+}
+
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(MariaGtid, u8)> {
+    let seq = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
+    let flags2 = *data.get(12)?;
+    Some((
+        MariaGtid {
+            domain,
+            server: server_id,
+            seq,
+        },
+        flags2,
+    ))
+}
+
+fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
+    let count = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?) & 0x0fff_ffff;
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        let b = data.get(4 + i * 16..4 + (i + 1) * 16)?;
+        out.push(MariaGtid {
+            domain: u32::from_le_bytes(b[0..4].try_into().ok()?),
+            server: u32::from_le_bytes(b[4..8].try_into().ok()?),
+            seq: u64::from_le_bytes(b[8..16].try_into().ok()?),
+        });
+    }
+    Some(out)
+}
+
+fn uuid_text(sid: &[u8; 16]) -> String {
+    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The artificial ROTATE that opens a dump arrives before the FORMAT_DESCRIPTION event, so the
+/// parser cannot know that it ends in a CRC32; drop those four bytes when they are one.
+fn strip_rotate_checksum(ev: &Event, name: &[u8]) -> usize {
+    let h = ev.header();
+    if name.len() < 4 {
+        return name.len();
+    }
+    let data = ev.data();
+    let body_len = data.len() - 4;
+    let mut header = Vec::with_capacity(19);
+    header.extend_from_slice(&h.timestamp().to_le_bytes());
+    header.push(h.event_type_raw());
+    header.extend_from_slice(&h.server_id().to_le_bytes());
+    header.extend_from_slice(&h.event_size().to_le_bytes());
+    header.extend_from_slice(&h.log_pos().to_le_bytes());
+    header.extend_from_slice(&h.flags_raw().to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    crc.update(&data[..body_len]);
+    let expected = crc.finalize().to_le_bytes();
+    if data[body_len..] == expected {
+        name.len() - 4
+    } else {
+        name.len()
+    }
+}
+
+impl Reader {
+    /// Connects, runs the preflight checks and starts the dump at `checkpoint` (when given) or
+    /// at the configured start.
+    pub async fn open(
+        cfg: SourceConfig,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Reader, SourceError> {
+        let mut meta = cfg.addr.connect().await?;
+        let user = cfg.addr.user();
+        let server = preflight::preflight(&mut meta, &user, cfg.server_id).await?;
+        info!(version = %server.version, source = %cfg.addr.display(), "source passed preflight checks");
+
+        let (file, pos, gtid, skip_rows) = match &checkpoint {
+            Some(cp) => (cp.file.clone(), cp.pos, None, cp.rows_done),
+            None => match &cfg.start {
+                StartFrom::Latest => {
+                    let (f, p) = preflight::binlog_end(&mut meta, &user, server.is_mariadb).await?;
+                    (f, p, None, 0)
+                }
+                StartFrom::Earliest => {
+                    let oldest = server
+                        .binlogs
+                        .first()
+                        .ok_or_else(|| SourceError::BadStart {
+                            start: "earliest".into(),
+                            reason: "the source lists no binlog files".into(),
+                        })?;
+                    (oldest.name.clone(), 4, None, 0)
+                }
+                StartFrom::FilePos { file, pos } => (file.clone(), *pos, None, 0),
+                StartFrom::Gtid(state) => (String::new(), 4, Some(state.clone()), 0),
+            },
+        };
+
+        if gtid.is_none() {
+            let found = server.binlogs.iter().find(|b| b.name == file);
+            match found {
+                None => {
+                    let oldest = server
+                        .binlogs
+                        .first()
+                        .map(|b| b.name.clone())
+                        .unwrap_or_default();
+                    let newer_than_all = server.binlogs.last().is_some_and(|b| file > b.name);
+                    if newer_than_all || oldest.is_empty() || file > oldest {
+                        return Err(SourceError::BadStart {
+                            start: format!("{file}:{pos}"),
+                            reason: format!(
+                                "no binlog file of that name on the source (it has {})",
+                                server
+                                    .binlogs
+                                    .iter()
+                                    .map(|b| b.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                    return Err(SourceError::BinlogGone { file, oldest });
+                }
+                Some(b) if pos > b.size && b.size > 0 => {
+                    return Err(SourceError::BadStart {
+                        start: format!("{file}:{pos}"),
+                        reason: format!("the file is only {} bytes long", b.size),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if let Some(state) = &gtid {
+            if !server.is_mariadb {
+                return Err(SourceError::BadStart {
+                    start: format!("gtid:{state}"),
+                    reason:
+                        "GTID starts are implemented for MariaDB sources; use FILE:POS on MySQL"
+                            .into(),
+                });
+            }
+            check_gtid_domains(&mut meta, state).await?;
+        }
+
+        let mut reader = Reader {
+            last_boundary: Checkpoint {
+                file: file.clone(),
+                pos,
+                rows_done: 0,
+                gtid_state: gtid.clone(),
+                event_ts: 0,
+            },
+            gtid_state: gtid.clone().unwrap_or_default(),
+            file: file.as_str().into(),
+            cfg,
+            server,
+            meta,
+            stream: None,
+            seen_fde: false,
+            tx: None,
+            skip_rows,
+            plans: HashMap::new(),
+            infos: HashMap::new(),
+            schema_gen: 0,
+            statement_dml: 0,
+        };
+        reader.start_dump(&file, pos, gtid.as_ref()).await?;
+        Ok(reader)
+    }
+
+    pub fn server(&self) -> &ServerInfo {
+        &self.server
+    }
+
+    /// Where a new dump must start to lose and repeat nothing that was already handed on.
+    pub fn resume_point(&self) -> Checkpoint {
+        match &self.tx {
+            Some(tx) => Checkpoint {
+                file: self.file.to_string(),
+                pos: tx.start_pos,
+                rows_done: tx.rows,
+                gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+                event_ts: self.last_boundary.event_ts,
+            },
+            None => self.last_boundary.clone(),
+        }
+    }
+
+    async fn start_dump(
+        &mut self,
+        file: &str,
+        pos: u64,
+        gtid: Option<&GtidState>,
+    ) -> Result<(), SourceError> {
+        let mut conn = self.cfg.addr.connect().await?;
+        let mut setup = Vec::new();
+        if self.server.is_mariadb {
+            // Without capability 4 MariaDB replaces its GTID events with BEGIN queries and dummies.
+            setup.push("SET @mariadb_slave_capability=4".to_string());
+            if let Some(state) = gtid {
+                setup.push(format!("SET @slave_connect_state='{state}'"));
+                setup.push("SET @slave_gtid_strict_mode=1".to_string());
+            }
+        }
+        let nanos = self
+            .cfg
+            .heartbeat
+            .as_nanos()
+            .min(u128::from(u32::MAX) * 1_000_000_000);
+        if nanos > 0 {
+            setup.push(format!("SET @master_heartbeat_period={nanos}"));
+        }
+        for stmt in setup {
+            conn.query_drop(&stmt)
+                .await
+                .map_err(SourceError::Connection)?;
+        }
+        let mut request = BinlogStreamRequest::new(self.cfg.server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(pos);
+        if self.cfg.stop_at_end {
+            request = request.with_non_blocking();
+        }
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| self.map_dump_error(e))?;
+        debug!(file, pos, "binlog dump started");
+        self.stream = Some(stream);
+        self.seen_fde = false;
+        self.tx = None;
+        self.plans.clear();
+        Ok(())
+    }
+
+    fn map_dump_error(&self, e: mysql_async::Error) -> SourceError {
+        if let mysql_async::Error::Server(s) = &e {
+            let m = s.message.clone();
+            return match s.code {
+                1236 if m.contains("Could not find first log file name") => {
+                    SourceError::BinlogGone {
+                        file: self.last_boundary.file.clone(),
+                        oldest: self
+                            .server
+                            .binlogs
+                            .first()
+                            .map(|b| b.name.clone())
+                            .unwrap_or_default(),
+                    }
+                }
+                1236 if m.contains("server_id") || m.contains("server_uuid") => {
+                    SourceError::ServerIdInUse {
+                        server_id: self.cfg.server_id,
+                        message: m,
+                    }
+                }
+                1236 | 1941 => SourceError::BadStart {
+                    start: self.last_boundary.start().to_string(),
+                    reason: m,
+                },
+                4052 => SourceError::ServerIdInUse {
+                    server_id: self.cfg.server_id,
+                    message: m,
+                },
+                1227 => SourceError::MissingPrivilege {
+                    user: self.cfg.addr.user(),
+                    privilege: "REPLICATION SLAVE",
+                    grant: "REPLICATION SLAVE",
+                    message: m,
+                },
+                _ => SourceError::Connection(e),
+            };
+        }
+        self.cfg.addr.classify(e)
+    }
+
+    /// Reconnects after a transient error and resumes from [`Reader::resume_point`].
+    pub async fn reconnect(&mut self) -> Result<(), SourceError> {
+        let cp = self.resume_point();
+        if let Some(stream) = self.stream.take() {
+            drop(stream);
+        }
+        self.meta = self.cfg.addr.connect().await?;
+        self.skip_rows = cp.rows_done;
+        self.file = cp.file.as_str().into();
+        self.last_boundary = Checkpoint {
+            rows_done: 0,
+            ..cp.clone()
+        };
+        info!(file = %cp.file, pos = cp.pos, skip_rows = cp.rows_done, "resuming the binlog dump");
+        self.start_dump(&cp.file, cp.pos, None).await
+    }
+
+    /// Reads the next event and appends what it yields to `out`. Returns `false` once the
+    /// stream has ended (only with `stop_at_end`).
+    pub async fn next_items(&mut self, out: &mut Vec<Item>) -> Result<bool, SourceError> {
+        match self.next_event().await? {
+            None => Ok(false),
+            Some(event) => {
+                self.handle(event, out).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Waits for the next raw event. Cancel-safe (nothing is lost when the future is dropped),
+    /// so it can race a timer in `select!`; [`Reader::handle`] is not.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, SourceError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        match stream.next().await {
+            None => Ok(None),
+            Some(Ok(ev)) => Ok(Some(ev)),
+            Some(Err(e)) => Err(self.map_dump_error(e)),
+        }
+    }
+
+    fn unsupported(&self, what: &str, pos: u64, reason: &str) -> SourceError {
+        SourceError::Unsupported {
+            what: what.to_string(),
+            file: self.file.to_string(),
+            pos,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn begin_tx(
+        &mut self,
+        start_pos: u64,
+        gtid: Option<Arc<str>>,
+        maria: Option<MariaGtid>,
+        standalone: bool,
+    ) {
+        if let Some(open) = &self.tx {
+            if open.rows > 0 {
+                warn!(file = %self.file, pos = open.start_pos, "transaction without a commit event; treating the next one as its end");
+            }
+        }
+        self.tx = Some(Tx {
+            start_pos,
+            gtid,
+            maria_gtid: maria,
+            rows: 0,
+            explicit_begin: false,
+            standalone,
+        });
+    }
+
+    fn commit(&mut self, end: u64, ts: u32, out: &mut Vec<Item>) {
+        if let Some(tx) = self.tx.take() {
+            if let Some(g) = tx.maria_gtid {
+                self.gtid_state.apply(g);
+            }
+        }
+        self.skip_rows = 0;
+        let cp = Checkpoint {
+            file: self.file.to_string(),
+            pos: end,
+            rows_done: 0,
+            gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+            event_ts: ts,
+        };
+        self.last_boundary = cp.clone();
+        out.push(Item::Commit(cp));
+    }
+
+    fn invalidate_schemas(&mut self) {
+        self.infos.clear();
+        self.schema_gen += 1;
+    }
+
+    async fn table_info(
+        &mut self,
+        schema_name: &str,
+        table: &str,
+    ) -> Result<Option<Arc<TableInfo>>, SourceError> {
+        let key = (schema_name.to_string(), table.to_string());
+        if let Some(info) = self.infos.get(&key) {
+            return Ok(info.clone());
+        }
+        let loaded =
+            match schema::load_table(&mut self.meta, schema_name, table, self.server.is_mariadb)
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    // The metadata connection may have idled out; one fresh try before failing.
+                    self.meta = self.cfg.addr.connect().await?;
+                    schema::load_table(&mut self.meta, schema_name, table, self.server.is_mariadb)
+                        .await?
+                }
+            };
+        let info = loaded.map(Arc::new);
+        self.infos.insert(key, info.clone());
+        Ok(info)
+    }
+
+    async fn on_table_map(&mut self, ev: &Event, pos: u64) -> Result<(), SourceError> {
+        let tme: TableMapEvent<'_> = ev
+            .read_event()
+            .map_err(|e| self.unsupported("TABLE_MAP event", pos, &e.to_string()))?;
+        let table_id = tme.table_id();
+        if let Some(entry) = self.plans.get(&table_id) {
+            if entry.schema_gen == self.schema_gen && entry.tme_bytes == ev.data() {
+                return Ok(());
+            }
+        }
+        let schema_name = tme.database_name().into_owned();
+        let table = tme.table_name().into_owned();
+        let plan = if self.cfg.filter.captures(&schema_name, &table) {
+            let info = self.table_info(&schema_name, &table).await?;
+            let has_names =
+                mysql_common::binlog::events::OptionalMetaExtractor::new(tme.iter_optional_meta())
+                    .map(|m| m.iter_column_name().next().is_some())
+                    .unwrap_or(false);
+            if info.is_none() && !has_names {
+                return Err(SourceError::Schema {
+                    schema: schema_name.clone(),
+                    table: table.clone(),
+                    message: format!(
+                        "the table is not in information_schema (dropped since this binlog position, or the \
+                         user lacks SELECT on it) and the binlog carries no column names \
+                         (binlog_row_metadata=FULL would); grant SELECT, or exclude it with --exclude '{schema_name}.{table}'"
+                    ),
+                });
+            }
+            Some(Arc::new(TablePlan::build(&tme, info.as_deref())?))
+        } else {
+            None
+        };
+        self.plans.insert(
+            table_id,
+            PlanEntry {
+                schema_gen: self.schema_gen,
+                tme_bytes: ev.data().to_vec(),
+                plan,
+            },
+        );
+        Ok(())
+    }
+
+    /// Turns one event into items (may query information_schema on a new table map).
+    pub async fn handle(&mut self, ev: Event, out: &mut Vec<Item>) -> Result<(), SourceError> {
+        use event_type as t;
+        let h = ev.header();
+        let ty = h.event_type_raw();
+        let end = u64::from(h.log_pos());
+        let pos = end.saturating_sub(u64::from(h.event_size()));
+        let ts = h.timestamp();
+        match ty {
+            t::ROTATE => {
+                let rot: RotateEvent<'_> = ev
+                    .read_event()
+                    .map_err(|e| self.unsupported("ROTATE event", pos, &e.to_string()))?;
+                let raw = rot.name_raw();
+                let len = if self.seen_fde {
+                    raw.len()
+                } else {
+                    strip_rotate_checksum(&ev, raw)
+                };
+                let name = String::from_utf8_lossy(&raw[..len]).into_owned();
+                self.file = name.as_str().into();
+                if self.tx.is_none() {
+                    self.last_boundary.file = name;
+                    self.last_boundary.pos = rot.position();
+                }
+            }
+            t::FORMAT_DESCRIPTION => self.seen_fde = true,
+            t::MARIA_GTID => {
+                let (g, flags2) = mariadb_gtid(ev.data(), h.server_id())
+                    .ok_or_else(|| self.unsupported("MariaDB GTID event", pos, "body too short"))?;
+                self.begin_tx(pos, Some(g.to_string().into()), Some(g), flags2 & 1 != 0);
+            }
+            t::MARIA_GTID_LIST => {
+                let list = mariadb_gtid_list(ev.data()).ok_or_else(|| {
+                    self.unsupported("MariaDB GTID_LIST event", pos, "body too short")
+                })?;
+                for g in list {
+                    let newer = self
+                        .gtid_state
+                        .0
+                        .get(&g.domain)
+                        .is_none_or(|cur| cur.seq < g.seq);
+                    if newer {
+                        self.gtid_state.apply(g);
+                    }
+                }
+            }
+            t::GTID => {
+                let g: GtidEvent = ev
+                    .read_event()
+                    .map_err(|e| self.unsupported("GTID event", pos, &e.to_string()))?;
+                let text = match g.tag() {
+                    Some(tag) => format!("{}:{}:{}", uuid_text(&g.sid()), tag.as_str(), g.gno()),
+                    None => format!("{}:{}", uuid_text(&g.sid()), g.gno()),
+                };
+                self.begin_tx(pos, Some(text.into()), None, false);
+            }
+            t::ANONYMOUS_GTID => self.begin_tx(pos, None, None, false),
+            t::QUERY => {
+                let q: QueryEvent<'_> = ev
+                    .read_event()
+                    .map_err(|e| self.unsupported("QUERY event", pos, &e.to_string()))?;
+                let sql = q.query();
+                match classify(&sql) {
+                    QueryKind::Begin => {
+                        if self.tx.is_none() {
+                            self.begin_tx(pos, None, None, false);
+                        }
+                        if let Some(tx) = self.tx.as_mut() {
+                            tx.explicit_begin = true;
+                        }
+                    }
+                    QueryKind::Commit | QueryKind::Rollback => self.commit(end, ts, out),
+                    kind => {
+                        if kind == QueryKind::Ddl {
+                            debug!(file = %self.file, pos, "DDL: table schemas will be re-read");
+                            self.invalidate_schemas();
+                        }
+                        if kind == QueryKind::StatementDml {
+                            self.statement_dml += 1;
+                            warn!(file = %self.file, pos, query = %sql.chars().take(200).collect::<String>(),
+                                "a row change was logged as a statement (session binlog_format=STATEMENT/MIXED); \
+                                 its rows cannot be captured");
+                        }
+                        let ends_tx = match &self.tx {
+                            None => true,
+                            Some(tx) => {
+                                tx.standalone || (tx.maria_gtid.is_none() && !tx.explicit_begin)
+                            }
+                        };
+                        if ends_tx {
+                            self.commit(end, ts, out);
+                        }
+                    }
+                }
+            }
+            t::MARIA_QUERY_COMPRESSED => {
+                // A compressed statement is never BEGIN/COMMIT (those are too short to compress);
+                // it may be DDL, so re-read schemas to be safe.
+                self.invalidate_schemas();
+                if self.tx.as_ref().is_none_or(|tx| tx.standalone) {
+                    self.commit(end, ts, out);
+                }
+            }
+            t::MARIA_ROWS_COMPRESSED_FIRST..=t::MARIA_ROWS_COMPRESSED_LAST => {
+                return Err(self.unsupported(
+                    "MariaDB compressed rows event",
+                    pos,
+                    "the source has log_bin_compress=ON; turn it off (SET GLOBAL log_bin_compress=OFF) so row events are readable",
+                ));
+            }
+            t::XID | t::XA_PREPARE => self.commit(end, ts, out),
+            t::TABLE_MAP => {
+                if self.tx.is_none() {
+                    self.begin_tx(pos, None, None, false);
+                }
+                self.on_table_map(&ev, pos).await?;
+            }
+            t::WRITE_V1
+            | t::UPDATE_V1
+            | t::DELETE_V1
+            | t::WRITE_V2
+            | t::UPDATE_V2
+            | t::DELETE_V2
+            | t::PARTIAL_UPDATE => {
+                self.on_rows(&ev, ty, pos, ts, out)?;
+            }
+            t::HEARTBEAT => {
+                if self.tx.is_none() && end > 0 {
+                    let file = String::from_utf8_lossy(ev.data())
+                        .trim_end_matches('\0')
+                        .to_string();
+                    if !file.is_empty() && file.as_str() != &*self.file {
+                        self.file = file.as_str().into();
+                    }
+                    let cp = Checkpoint {
+                        file: self.file.to_string(),
+                        pos: end,
+                        rows_done: 0,
+                        gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+                        event_ts: self.last_boundary.event_ts,
+                    };
+                    self.last_boundary = cp.clone();
+                    out.push(Item::Idle(cp));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_rows(
+        &mut self,
+        ev: &Event,
+        ty: u8,
+        pos: u64,
+        ts: u32,
+        out: &mut Vec<Item>,
+    ) -> Result<(), SourceError> {
+        use event_type as t;
+        let data = ev
+            .read_data()
+            .map_err(|e| self.unsupported("ROWS event", pos, &e.to_string()))?;
+        let Some(EventData::RowsEvent(rows)) = data else {
+            return Err(self.unsupported("ROWS event", pos, "not parsed as a rows event"));
+        };
+        let table_id = rows.table_id();
+        let entry = self
+            .plans
+            .get(&table_id)
+            .ok_or_else(|| SourceError::UnknownTable {
+                table_id,
+                file: self.file.to_string(),
+                pos,
+            })?;
+        let Some(plan) = entry.plan.clone() else {
+            return Ok(());
+        };
+        let kind = match ty {
+            t::WRITE_V1 | t::WRITE_V2 => ChangeKind::Insert,
+            t::DELETE_V1 | t::DELETE_V2 => ChangeKind::Delete,
+            _ => ChangeKind::Update,
+        };
+        let tx = self.tx.as_mut().ok_or_else(|| SourceError::UnknownTable {
+            table_id,
+            file: self.file.to_string(),
+            pos,
+        })?;
+        let gtid = tx.gtid.clone();
+        let first_row = tx.rows;
+        let skip = &mut self.skip_rows;
+        let n = decode_rows_into(
+            &plan,
+            &rows,
+            kind,
+            ty == t::PARTIAL_UPDATE,
+            self.cfg.encode,
+            &self.file,
+            pos,
+            gtid.as_ref(),
+            ts,
+            first_row,
+            skip,
+            out,
+        )?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.rows += n;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_rows_into(
+    plan: &TablePlan,
+    rows: &RowsEventData<'_>,
+    kind: ChangeKind,
+    partial: bool,
+    encode: EncodeOptions,
+    file: &Arc<str>,
+    pos: u64,
+    gtid: Option<&Arc<str>>,
+    ts: u32,
+    first_row: u64,
+    skip: &mut u64,
+    out: &mut Vec<Item>,
+) -> Result<u64, SourceError> {
+    Ok(decode::decode_rows(
+        plan,
+        rows,
+        kind,
+        partial,
+        encode,
+        file,
+        pos,
+        gtid,
+        ts,
+        first_row,
+        |row| {
+            if *skip > 0 {
+                *skip -= 1;
+            } else {
+                out.push(Item::Row(row));
+            }
+        },
+    )?)
+}
+
+/// MariaDB replays a domain missing from `@slave_connect_state` from its oldest binlog without
+/// an error, so every domain the server has must be named in a GTID start.
+async fn check_gtid_domains(conn: &mut Conn, requested: &GtidState) -> Result<(), SourceError> {
+    let state: Option<String> = conn
+        .query_first("SELECT @@gtid_binlog_state")
+        .await
+        .map_err(SourceError::Connection)?;
+    let server: GtidState =
+        state
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| SourceError::BadStart {
+                start: format!("gtid:{requested}"),
+                reason: format!("cannot read the server's @@gtid_binlog_state: {e}"),
+            })?;
+    let missing: Vec<u32> = server
+        .domains()
+        .filter(|d| !requested.0.contains_key(d))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SourceError::BadStart {
+            start: format!("gtid:{requested}"),
+            reason: format!(
+                "the set names no position for GTID domain(s) {missing:?} that the source has \
+                 (its state is {server}); MariaDB would silently replay those domains from the \
+                 oldest binlog. Add a DOMAIN-SERVER-SEQ entry for each"
+            ),
+        });
+    }
+    Ok(())
+}
