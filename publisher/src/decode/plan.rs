@@ -456,9 +456,13 @@ impl TablePlan {
                                 .then(|| string_length(&meta))
                                 .flatten(),
                         },
-                        // No charset known at all (offline, minimal metadata): treat as bytes
-                        // so nothing is ever mis-decoded as text.
-                        None => Kind::Binary { pad_to: None },
+                        // information_schema gives binary columns no charset; with no schema at
+                        // all (offline, no metadata) bytes are kept as bytes, never guessed as text.
+                        None => Kind::Binary {
+                            pad_to: (ty == MYSQL_TYPE_STRING && ci.is_some())
+                                .then(|| string_length(&meta))
+                                .flatten(),
+                        },
                     }
                 }
                 other => {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine: MariaDB server, and the original
+# publisher's decoder (python-mysql-replication) in a venv cached outside the repository.
+# Safe to run repeatedly and concurrently (apt under a lock; the venv is built then renamed).
+set -euo pipefail
+
+CACHE="${BINLOGSTREAM_CACHE:-$HOME/.cache/binlogstream}"
+PYREPL_VERSION=1.0.17
+mkdir -p "$CACHE"
+
+have_mariadb() { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; }
+
+if ! have_mariadb || ! command -v mariadb-install-db >/dev/null 2>&1; then
+  echo "[setup] installing mariadb-server from Debian packages" >&2
+  (
+    flock 9
+    if ! have_mariadb; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+    fi
+  ) 9>"$CACHE/apt.lock"
+fi
+
+VENV="$CACHE/pyrepl-$PYREPL_VERSION"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] building a venv with mysql-replication==$PYREPL_VERSION (the original's decoder)" >&2
+  tmp="$VENV.tmp.$$"
+  rm -rf "$tmp"
+  python3 -m venv "$tmp"
+  "$tmp/bin/pip" install -q "mysql-replication==$PYREPL_VERSION" boto3
+  mv -T "$tmp" "$VENV" 2>/dev/null || rm -rf "$tmp"
+fi

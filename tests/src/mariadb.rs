@@ -1,0 +1,238 @@
+//! A private `mariadbd` per test: own datadir, port and socket, ROW binlog. Stopped by PID and
+//! its directory removed on drop.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mysql_async::{prelude::Queryable, Conn, Opts};
+
+/// `binlog_row_metadata` of the server: NO_LOG is MariaDB's default, FULL carries names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    NoLog,
+    Minimal,
+    Full,
+}
+
+pub struct MariaDb {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    /// Password of the `repl` user (REPLICATION SLAVE, BINLOG MONITOR, SELECT).
+    pub repl_password: String,
+}
+
+fn find_bin(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn server_version() -> String {
+    let out = Command::new(find_bin("mariadbd"))
+        .arg("--version")
+        .output()
+        .expect("mariadbd --version");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// An initialised datadir, made once per server version and copied for every test (running
+/// `mariadb-install-db` for each test would cost seconds apiece).
+fn template() -> PathBuf {
+    let dir = crate::cache_dir().join(format!("mariadb-template-{}", server_version()));
+    if dir.join("mysql").exists() {
+        return dir;
+    }
+    std::fs::create_dir_all(crate::cache_dir()).expect("cache dir");
+    let tmp = crate::cache_dir().join(format!("mariadb-template.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let status = Command::new(find_bin("mariadb-install-db"))
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+        ])
+        .arg(format!("--datadir={}", tmp.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mariadb-install-db");
+    assert!(status.success(), "mariadb-install-db failed");
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another test process won the race; use its template.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read template") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+impl MariaDb {
+    pub async fn start(metadata: Metadata) -> MariaDb {
+        Self::start_with(metadata, &[]).await
+    }
+
+    pub async fn start_with(metadata: Metadata, extra: &[&str]) -> MariaDb {
+        crate::ensure_deps();
+        let dir = tempfile::Builder::new()
+            .prefix("bls-mariadb-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        copy_dir(&template(), &data);
+        let port = free_port();
+        let meta = match metadata {
+            Metadata::NoLog => "NO_LOG",
+            Metadata::Minimal => "MINIMAL",
+            Metadata::Full => "FULL",
+        };
+        let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log");
+        let child = Command::new(find_bin("mariadbd"))
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--log-bin={}", data.join("binlog").display()))
+            .args([
+                "--binlog-format=ROW",
+                "--server-id=1",
+                "--character-set-server=utf8mb4",
+            ])
+            .arg(format!("--binlog-row-metadata={meta}"))
+            .args([
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=48M",
+                "--max-allowed-packet=64M",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mariadbd");
+        let db = MariaDb {
+            child: Some(child),
+            dir,
+            port,
+            repl_password: "repl-pw".into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut conn) = Conn::new(db.root_opts()).await {
+                conn.query_drop(
+                    "DROP USER IF EXISTS ''@'localhost'; \
+                     CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl-pw'; \
+                     GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'repl'@'%'; \
+                     FLUSH PRIVILEGES",
+                )
+                .await
+                .expect("create repl user");
+                let _ = conn.disconnect().await;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not start: {}",
+                db.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        db
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mariadbd.log")).unwrap_or_default()
+    }
+
+    pub fn root_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    pub fn root_opts(&self) -> Opts {
+        Opts::from_url(&self.root_url()).expect("url")
+    }
+
+    /// The URL the publisher uses (password comes separately).
+    pub fn repl_url(&self) -> String {
+        format!("mysql://repl@127.0.0.1:{}", self.port)
+    }
+
+    pub async fn root(&self) -> Conn {
+        Conn::new(self.root_opts()).await.expect("root connection")
+    }
+
+    /// Runs statements as root, one after another.
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.root().await;
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.disconnect().await;
+    }
+
+    /// `(file, position)` of the current end of the binlog.
+    pub async fn binlog_end(&self) -> (String, u64) {
+        let mut conn = self.root().await;
+        let row: (String, u64) = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .ok()
+            .flatten()
+            .map(|r: mysql_async::Row| {
+                let f: String = r.get(0).unwrap_or_default();
+                let p: u64 = r.get(1).unwrap_or_default();
+                (f, p)
+            })
+            .expect("SHOW MASTER STATUS");
+        let _ = conn.disconnect().await;
+        row
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
