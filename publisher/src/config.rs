@@ -294,7 +294,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = RunArgs::default().resolve().unwrap_err().to_string();
+        let e = RunArgs::default()
+            .resolve()
+            .expect_err("must fail")
+            .to_string();
         assert!(e.contains("source is required"), "{e}");
         let e = RunArgs {
             source: Some("mysql://u@h:1".into()),
@@ -302,7 +305,7 @@ mod tests {
             ..Default::default()
         }
         .resolve()
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
         assert!(e.starts_with("start:"), "{e}");
         let e = RunArgs {
@@ -311,7 +314,7 @@ mod tests {
             ..Default::default()
         }
         .resolve()
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
         assert!(e.starts_with("include:"), "{e}");
         let e = RunArgs {
@@ -320,7 +323,7 @@ mod tests {
             ..Default::default()
         }
         .resolve()
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
         assert!(e.starts_with("sink:"), "{e}");
     }

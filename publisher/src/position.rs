@@ -218,13 +218,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_starts_with_the_reason() {
-        let e = "binlog.000003:abc".parse::<StartFrom>().unwrap_err();
+        let e = "binlog.000003:abc"
+            .parse::<StartFrom>()
+            .expect_err("must fail");
         assert!(e.to_string().contains("not a whole number"), "{e}");
-        let e = "binlog.000003:2".parse::<StartFrom>().unwrap_err();
+        let e = "binlog.000003:2"
+            .parse::<StartFrom>()
+            .expect_err("must fail");
         assert!(e.to_string().contains("start at 4"), "{e}");
-        let e = "gtid:0-1".parse::<StartFrom>().unwrap_err();
+        let e = "gtid:0-1".parse::<StartFrom>().expect_err("must fail");
         assert!(e.to_string().contains("DOMAIN-SERVER-SEQUENCE"), "{e}");
-        let e = "gtid:0-1-2,0-1-3".parse::<StartFrom>().unwrap_err();
+        let e = "gtid:0-1-2,0-1-3"
+            .parse::<StartFrom>()
+            .expect_err("must fail");
         assert!(e.to_string().contains("domain 0 twice"), "{e}");
     }
 

@@ -89,3 +89,101 @@ pub async fn read_from_start(db: &MariaDb) -> MemorySink {
         .await
         .expect("read binlog")
 }
+
+/// Hands rows to the test as they arrive.
+pub struct ChannelSink {
+    tx: tokio::sync::mpsc::UnboundedSender<RowChange>,
+    pending: Option<Checkpoint>,
+}
+
+impl Sink for ChannelSink {
+    async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
+        self.tx
+            .send(row)
+            .map_err(|_| SinkError::Fatal("test receiver dropped".into()))
+    }
+
+    async fn boundary(&mut self, cp: Checkpoint) -> Result<(), SinkError> {
+        self.pending = Some(cp);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.pending.take())
+    }
+}
+
+type RunResult = Result<publisher::pipeline::Summary, publisher::pipeline::PipelineError>;
+
+/// A publisher following the binlog live, in a task of its own.
+pub struct Live {
+    rx: tokio::sync::mpsc::UnboundedReceiver<RowChange>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<RunResult>>,
+}
+
+impl Live {
+    pub async fn start(mut cfg: SourceConfig) -> Result<Live, SourceError> {
+        cfg.stop_at_end = false;
+        let reader = Reader::open(cfg, None).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut sink = ChannelSink { tx, pending: None };
+            let mut store = publisher::checkpoint::NoCheckpoint;
+            let opts = publisher::pipeline::PipelineOptions::default();
+            publisher::pipeline::run(reader, &mut sink, &mut store, &opts, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Live {
+            rx,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The next row as a JSON value; fails the test (with the publisher's error, if it
+    /// stopped) when none comes within 20 s.
+    pub async fn next(&mut self) -> serde_json::Value {
+        match tokio::time::timeout(Duration::from_secs(20), self.rx.recv()).await {
+            Ok(Some(row)) => serde_json::from_slice(&row.body).expect("json"),
+            _ => {
+                let outcome = match self.task.take() {
+                    Some(t) if t.is_finished() => format!("{:?}", t.await),
+                    _ => "still running".into(),
+                };
+                panic!("no row arrived within 20 s; publisher: {outcome}");
+            }
+        }
+    }
+
+    /// Waits for the publisher to stop on its own (after an error) and returns its outcome.
+    pub async fn outcome(mut self) -> RunResult {
+        let task = self.task.take().expect("task");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("publisher did not stop")
+            .expect("publisher task panicked")
+    }
+
+    pub async fn stop(mut self) -> RunResult {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .take()
+            .expect("task")
+            .await
+            .expect("publisher task panicked")
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -19,7 +19,7 @@ stream = BinLogStreamReader(
     only_events=[DeleteRowsEvent, WriteRowsEvent, UpdateRowsEvent])
 for ev in stream:
     for row in ev.rows:
-        row = {k: v for k, v in row.items() if k != "none_sources"}
+        row = {k: v for k, v in row.items() if not k.endswith("none_sources")}
         # The blog's sample key order (table, row, type, schema), which the format keeps.
         print(json.dumps({"table": ev.table, "row": row, "type": type(ev).__name__, "schema": ev.schema}))
 stream.close()

@@ -174,8 +174,7 @@ async fn restart_from_a_saved_position_yields_exactly_the_later_rows() {
     let tx_start = all
         .boundaries
         .iter()
-        .filter(|b| b.pos < row3_pos)
-        .next_back()
+        .rfind(|b| b.pos < row3_pos)
         .expect("boundary before the first insert")
         .clone();
     let mid = Checkpoint {

@@ -90,7 +90,7 @@ mod tests {
         store.save(&cp).await.expect("save");
         assert_eq!(store.load().await.expect("load"), Some(cp));
         std::fs::write(&path, b"{not json").expect("write");
-        let err = store.load().await.unwrap_err().to_string();
+        let err = store.load().await.expect_err("must fail").to_string();
         assert!(err.contains("not a valid checkpoint"), "{err}");
     }
 }

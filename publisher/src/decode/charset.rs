@@ -116,7 +116,7 @@ fn decode_units(
     unit: impl Fn(&[u8]) -> u32,
     utf16: bool,
 ) -> Result<Cow<'static, str>, CharsetError> {
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(CharsetError::Invalid(what));
     }
     let units = bytes.chunks_exact(width).map(unit);

@@ -176,14 +176,16 @@ pub fn decode_rows(
     ts: u32,
     first_row: u64,
     mut emit: impl FnMut(RowChange),
-) -> Result<u64, DecodeError> {
-    let err = |column: String, reason: String| DecodeError {
-        schema: plan.schema.to_string(),
-        table: plan.table.to_string(),
-        column,
-        file: file.to_string(),
-        pos,
-        reason,
+) -> Result<u64, Box<DecodeError>> {
+    let err = |column: String, reason: String| {
+        Box::new(DecodeError {
+            schema: plan.schema.to_string(),
+            table: plan.table.to_string(),
+            column,
+            file: file.to_string(),
+            pos,
+            reason,
+        })
     };
     let n = plan.columns.len();
     if event.num_columns() as usize != n {

@@ -46,9 +46,9 @@ pub enum SourceError {
         message: String,
     },
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(#[from] Box<PlanError>),
     #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(#[from] Box<DecodeError>),
     #[error("rows event for unknown table id {table_id} at {file}:{pos}: the stream did not start at a transaction boundary")]
     UnknownTable {
         table_id: u64,

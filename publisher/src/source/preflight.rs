@@ -169,7 +169,7 @@ pub async fn preflight(
         });
     }
     let binlogs = binlog_files(conn, user, is_mariadb).await?;
-    check_replication_grant(conn, user, is_mariadb).await?;
+    check_replication_grant(conn, user).await?;
     Ok(ServerInfo {
         version,
         is_mariadb,
@@ -182,11 +182,7 @@ pub async fn preflight(
 /// REPLICATION SLAVE cannot be probed without starting a dump, so read the grants. Grants that
 /// come through roles are not expanded here; when a role is active the dump's own error is
 /// relied on instead.
-async fn check_replication_grant(
-    conn: &mut Conn,
-    user: &str,
-    is_mariadb: bool,
-) -> Result<(), SourceError> {
+async fn check_replication_grant(conn: &mut Conn, user: &str) -> Result<(), SourceError> {
     let grants: Vec<String> = match conn.query("SHOW GRANTS").await {
         Ok(g) => g,
         Err(_) => return Ok(()),
@@ -207,11 +203,7 @@ async fn check_replication_grant(
     Err(SourceError::MissingPrivilege {
         user: user.to_string(),
         privilege: "REPLICATION SLAVE",
-        grant: if is_mariadb {
-            "REPLICATION SLAVE"
-        } else {
-            "REPLICATION SLAVE"
-        },
+        grant: "REPLICATION SLAVE",
         message: format!("SHOW GRANTS lists: {}", grants.join("; ")),
     })
 }

@@ -539,7 +539,9 @@ impl Reader {
                     ),
                 });
             }
-            Some(Arc::new(TablePlan::build(&tme, info.as_deref())?))
+            Some(Arc::new(
+                TablePlan::build(&tme, info.as_deref()).map_err(Box::new)?,
+            ))
         } else {
             None
         };
@@ -681,24 +683,22 @@ impl Reader {
             | t::PARTIAL_UPDATE => {
                 self.on_rows(&ev, ty, pos, ts, out)?;
             }
-            t::HEARTBEAT => {
-                if self.tx.is_none() && end > 0 {
-                    let file = String::from_utf8_lossy(ev.data())
-                        .trim_end_matches('\0')
-                        .to_string();
-                    if !file.is_empty() && file.as_str() != &*self.file {
-                        self.file = file.as_str().into();
-                    }
-                    let cp = Checkpoint {
-                        file: self.file.to_string(),
-                        pos: end,
-                        rows_done: 0,
-                        gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
-                        event_ts: self.last_boundary.event_ts,
-                    };
-                    self.last_boundary = cp.clone();
-                    out.push(Item::Idle(cp));
+            t::HEARTBEAT if self.tx.is_none() && end > 0 => {
+                let file = String::from_utf8_lossy(ev.data())
+                    .trim_end_matches('\0')
+                    .to_string();
+                if !file.is_empty() && file.as_str() != &*self.file {
+                    self.file = file.as_str().into();
                 }
+                let cp = Checkpoint {
+                    file: self.file.to_string(),
+                    pos: end,
+                    rows_done: 0,
+                    gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+                    event_ts: self.last_boundary.event_ts,
+                };
+                self.last_boundary = cp.clone();
+                out.push(Item::Idle(cp));
             }
             _ => {}
         }
