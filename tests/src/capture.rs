@@ -187,3 +187,16 @@ impl Drop for Live {
         }
     }
 }
+
+/// A source config for an explicit URL and password (benchmarks, external servers).
+pub fn config_for_url(url: &str, password: &str, start: StartFrom) -> SourceConfig {
+    SourceConfig {
+        addr: SourceAddr::new(url, Some(password)).expect("addr"),
+        server_id: 7100,
+        start,
+        filter: TableFilter::default(),
+        encode: EncodeOptions::default(),
+        heartbeat: Duration::from_secs(1),
+        stop_at_end: true,
+    }
+}
