@@ -77,12 +77,19 @@ async fn child(mode: &str, port: u16, table: &str) {
     let rows = match mode {
         "bare" => {
             let opts = Opts::from_url(&url).expect("url");
-            let opts: Opts = mysql_async::OptsBuilder::from_opts(opts).pass(Some("repl-pw")).into();
+            let opts: Opts = mysql_async::OptsBuilder::from_opts(opts)
+                .pass(Some("repl-pw"))
+                .into();
             let mut conn = Conn::new(opts).await.expect("connect");
-            conn.query_drop("SET @mariadb_slave_capability=4").await.expect("cap");
+            conn.query_drop("SET @mariadb_slave_capability=4")
+                .await
+                .expect("cap");
             let mut stream = conn
                 .get_binlog_stream(
-                    BinlogStreamRequest::new(7777).with_filename(b"").with_pos(4u64).with_non_blocking(),
+                    BinlogStreamRequest::new(7777)
+                        .with_filename(b"")
+                        .with_pos(4u64)
+                        .with_non_blocking(),
                 )
                 .await
                 .expect("dump");
@@ -103,18 +110,29 @@ async fn child(mode: &str, port: u16, table: &str) {
             rows
         }
         _ => {
-            let mut cfg = binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
+            let mut cfg =
+                binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
             cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
             let reader = Reader::open(cfg, None).await.expect("open");
             let mut sink = NullSink::default();
-            pipeline::run(reader, &mut sink, &mut NoCheckpoint, &PipelineOptions::default(), std::future::pending())
-                .await
-                .expect("run");
+            pipeline::run(
+                reader,
+                &mut sink,
+                &mut NoCheckpoint,
+                &PipelineOptions::default(),
+                std::future::pending(),
+            )
+            .await
+            .expect("run");
             sink.rows
         }
     };
     let secs = start.elapsed().as_secs_f64();
-    println!("{rows} {secs:.4} {:.3} {}", cpu_seconds() - cpu0, peak_rss_kib());
+    println!(
+        "{rows} {secs:.4} {:.3} {}",
+        cpu_seconds() - cpu0,
+        peak_rss_kib()
+    );
 }
 
 struct Measured {
@@ -130,7 +148,11 @@ fn measure(mode: &str, port: u16, table: &str) -> Measured {
         .args(["--child", mode, &port.to_string(), table])
         .output()
         .expect("child");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = text.split_whitespace().collect();
     Measured {
@@ -166,19 +188,36 @@ async fn main() {
         let mut lo = 1;
         while lo <= rows {
             let hi = (lo + batch - 1).min(rows);
-            let sql = w.select.replace("{lo}", &lo.to_string()).replace("{hi}", &hi.to_string());
+            let sql = w
+                .select
+                .replace("{lo}", &lo.to_string())
+                .replace("{hi}", &hi.to_string());
             conn.query_drop(sql).await.expect("insert");
             lo = hi + 1;
         }
-        eprintln!("wrote {rows} rows of {} in {:.1}s", w.name, t.elapsed().as_secs_f64());
+        eprintln!(
+            "wrote {rows} rows of {} in {:.1}s",
+            w.name,
+            t.elapsed().as_secs_f64()
+        );
     }
 
-    println!("\nbinlogstream bench: {rows} rows per workload, MariaDB {} on loopback, {} cores", db_version(&mut conn).await, num_cpus());
-    println!("{:<8} {:<28} {:>12} {:>12} {:>10} {:>14}", "workload", "run", "rows/s", "seconds", "cpu s/Mrow", "peak RSS MiB");
+    println!(
+        "\nbinlogstream bench: {rows} rows per workload, MariaDB {} on loopback, {} cores",
+        db_version(&mut conn).await,
+        num_cpus()
+    );
+    println!(
+        "{:<8} {:<28} {:>12} {:>12} {:>10} {:>14}",
+        "workload", "run", "rows/s", "seconds", "cpu s/Mrow", "peak RSS MiB"
+    );
     for w in WORKLOADS {
         let bare = measure("bare", db.port, w.name);
         let ours = measure("publisher", db.port, w.name);
-        for (label, m) in [("bare mysql_async decode", &bare), ("publisher -> null sink", &ours)] {
+        for (label, m) in [
+            ("bare mysql_async decode", &bare),
+            ("publisher -> null sink", &ours),
+        ] {
             assert_eq!(m.rows, rows, "{label} saw every row");
             println!(
                 "{:<8} {:<28} {:>12.0} {:>12.3} {:>10.3} {:>14.1}",
@@ -200,9 +239,15 @@ async fn main() {
 }
 
 async fn db_version(conn: &mut Conn) -> String {
-    conn.query_first::<String, _>("SELECT VERSION()").await.ok().flatten().unwrap_or_default()
+    conn.query_first::<String, _>("SELECT VERSION()")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
