@@ -2,7 +2,7 @@
 //! optional TOML file, in that order of precedence. The password is read from a file or the
 //! environment, never required on the command line.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -11,6 +11,10 @@ use crate::{
     filter::{Pattern, TableFilter},
     pipeline::PipelineOptions,
     position::StartFrom,
+    sink::kinesis::{
+        key::{Oversize, PartitionKey},
+        KinesisConfig,
+    },
     source::{SourceAddr, SourceConfig},
 };
 
@@ -37,17 +41,38 @@ pub struct RunArgs {
     /// Never capture these SCHEMA.TABLE patterns.
     #[arg(long, env = "BINLOGSTREAM_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// stdout | file:PATH | null.
+    /// stdout | file:PATH | null | kinesis.
     #[arg(long, env = "BINLOGSTREAM_SINK")]
     pub sink: Option<String>,
+    /// Kinesis stream name (with --sink kinesis).
+    #[arg(long, env = "BINLOGSTREAM_STREAM")]
+    pub stream: Option<String>,
+    /// Kinesis endpoint override (an emulator, a VPC endpoint).
+    #[arg(long, env = "BINLOGSTREAM_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// AWS region [default: from the AWS chain].
+    #[arg(long, env = "BINLOGSTREAM_REGION")]
+    pub region: Option<String>,
+    /// primary-key | table | constant:VALUE [default: primary-key].
+    #[arg(long, env = "BINLOGSTREAM_PARTITION_KEY")]
+    pub partition_key: Option<String>,
+    /// What to do with a row over Kinesis's 1 MiB record limit: fail | skip | key-only [default: fail].
+    #[arg(long, env = "BINLOGSTREAM_OVERSIZE")]
+    pub oversize: Option<String>,
+    /// PutRecords requests in flight at once [default: 4].
+    #[arg(long, env = "BINLOGSTREAM_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Serve /metrics, /healthz and /readyz on HOST:PORT.
+    #[arg(long, env = "BINLOGSTREAM_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Add the `position` key (file, pos, row, gtid, ts) to every record.
-    #[arg(long, env = "BINLOGSTREAM_POSITION")]
+    #[arg(long, env = "BINLOGSTREAM_POSITION", num_args = 0..=1, default_missing_value = "true")]
     pub position: Option<bool>,
     /// Store the resume position in this file (atomic replace).
     #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_FILE")]
     pub checkpoint_file: Option<PathBuf>,
     /// Exit once the current end of the binlog is reached.
-    #[arg(long, env = "BINLOGSTREAM_STOP_AT_END")]
+    #[arg(long, env = "BINLOGSTREAM_STOP_AT_END", num_args = 0..=1, default_missing_value = "true")]
     pub stop_at_end: Option<bool>,
     /// Seconds between heartbeats from an idle source [default: 5].
     #[arg(long, env = "BINLOGSTREAM_HEARTBEAT_SECS")]
@@ -72,6 +97,13 @@ struct FileConfig {
     #[serde(default)]
     exclude: Vec<String>,
     sink: Option<String>,
+    stream: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    partition_key: Option<String>,
+    oversize: Option<String>,
+    max_in_flight: Option<usize>,
+    metrics_addr: Option<String>,
     position: Option<bool>,
     checkpoint_file: Option<PathBuf>,
     stop_at_end: Option<bool>,
@@ -85,6 +117,7 @@ pub enum SinkSpec {
     Stdout,
     File(PathBuf),
     Null,
+    Kinesis,
 }
 
 impl std::str::FromStr for SinkSpec {
@@ -94,11 +127,12 @@ impl std::str::FromStr for SinkSpec {
         match s {
             "stdout" => Ok(SinkSpec::Stdout),
             "null" => Ok(SinkSpec::Null),
+            "kinesis" => Ok(SinkSpec::Kinesis),
             other => match other.strip_prefix("file:") {
                 Some(p) if !p.is_empty() => Ok(SinkSpec::File(PathBuf::from(p))),
                 _ => Err(ConfigError::Invalid {
                     field: "sink",
-                    reason: format!("`{s}` is not one of stdout, file:PATH, null"),
+                    reason: format!("`{s}` is not one of stdout, file:PATH, null, kinesis"),
                 }),
             },
         }
@@ -123,7 +157,10 @@ pub enum ConfigError {
 pub struct RunConfig {
     pub source: SourceConfig,
     pub sink: SinkSpec,
+    /// Set when `sink` is Kinesis.
+    pub kinesis: Option<KinesisConfig>,
     pub checkpoint_file: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
     pub pipeline: PipelineOptions,
 }
 
@@ -229,6 +266,51 @@ impl RunArgs {
             .or(file.sink)
             .unwrap_or_else(|| "stdout".into())
             .parse()?;
+        let kinesis = if sink == SinkSpec::Kinesis {
+            let stream = self.stream.or(file.stream).ok_or(ConfigError::Missing {
+                field: "stream",
+                flag: "stream",
+                env: "BINLOGSTREAM_STREAM",
+            })?;
+            let mut k = KinesisConfig::new(stream);
+            k.endpoint = self.endpoint.or(file.endpoint);
+            k.region = self.region.or(file.region);
+            if let Some(pk) = self.partition_key.or(file.partition_key) {
+                k.partition_key =
+                    pk.parse::<PartitionKey>()
+                        .map_err(|reason| ConfigError::Invalid {
+                            field: "partition-key",
+                            reason,
+                        })?;
+            }
+            if let Some(o) = self.oversize.or(file.oversize) {
+                k.oversize = o
+                    .parse::<Oversize>()
+                    .map_err(|reason| ConfigError::Invalid {
+                        field: "oversize",
+                        reason,
+                    })?;
+            }
+            if let Some(n) = self.max_in_flight.or(file.max_in_flight) {
+                if n == 0 || n > 64 {
+                    return Err(ConfigError::Invalid {
+                        field: "max-in-flight",
+                        reason: format!("{n} is outside 1..=64"),
+                    });
+                }
+                k.max_in_flight = n;
+            }
+            Some(k)
+        } else {
+            None
+        };
+        let metrics_addr = match self.metrics_addr.or(file.metrics_addr) {
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                field: "metrics-addr",
+                reason: format!("`{a}` is not HOST:PORT ({e})"),
+            })?),
+            None => None,
+        };
         let heartbeat =
             Duration::from_secs(self.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5));
         let linger = Duration::from_millis(self.linger_ms.or(file.linger_ms).unwrap_or(5));
@@ -250,6 +332,8 @@ impl RunArgs {
                 stop_at_end: self.stop_at_end.or(file.stop_at_end).unwrap_or(false),
             },
             sink,
+            kinesis,
+            metrics_addr,
             checkpoint_file: self.checkpoint_file.or(file.checkpoint_file),
             pipeline: PipelineOptions {
                 linger,

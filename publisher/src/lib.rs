@@ -6,6 +6,7 @@ pub mod config;
 pub mod decode;
 pub mod filter;
 pub mod json;
+pub mod metrics;
 pub mod pipeline;
 pub mod position;
 pub mod sink;

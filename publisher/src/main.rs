@@ -3,8 +3,9 @@ use clap::{Parser, Subcommand};
 use publisher::{
     checkpoint::{file::FileCheckpoint, CheckpointStore, NoCheckpoint},
     config::{RunArgs, RunConfig, SinkSpec},
+    metrics,
     pipeline::{self, Summary},
-    sink::{jsonl::JsonLinesSink, null::NullSink, Sink},
+    sink::{jsonl::JsonLinesSink, kinesis, null::NullSink, Sink},
     source::Reader,
 };
 use tracing::info;
@@ -100,11 +101,31 @@ async fn main() -> std::process::ExitCode {
             Command::Run(args) => {
                 let cfg = args.resolve().context("invalid configuration")?;
                 info!(source = %cfg.source.addr.display(), server_id = cfg.source.server_id, start = %cfg.source.start, "starting");
-                let summary = match cfg.sink.clone() {
-                    SinkSpec::Stdout => run_sink(cfg, &mut JsonLinesSink::stdout()).await?,
-                    SinkSpec::File(path) => run_sink(cfg, &mut JsonLinesSink::file(path).await?).await?,
-                    SinkSpec::Null => run_sink(cfg, &mut NullSink::default()).await?,
+                let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+                let server = cfg.metrics_addr.map(|addr| {
+                    let m = cfg.pipeline.metrics.clone();
+                    info!(%addr, "serving /metrics, /healthz and /readyz");
+                    tokio::spawn(metrics::serve(addr, m, async {
+                        let _ = metrics_stopped.await;
+                    }))
+                });
+                let result = match cfg.sink.clone() {
+                    SinkSpec::Stdout => run_sink(cfg, &mut JsonLinesSink::stdout()).await,
+                    SinkSpec::File(path) => run_sink(cfg, &mut JsonLinesSink::file(path).await?).await,
+                    SinkSpec::Null => run_sink(cfg, &mut NullSink::default()).await,
+                    SinkSpec::Kinesis => {
+                        let kcfg = cfg.kinesis.clone().context("kinesis settings missing")?;
+                        let client = kinesis::client(&kcfg).await;
+                        kinesis::preflight(&client, &kcfg).await?;
+                        let mut sink = kinesis::KinesisSink::new(client, kcfg, cfg.pipeline.metrics.clone());
+                        run_sink(cfg, &mut sink).await
+                    }
                 };
+                let _ = stop_metrics.send(());
+                if let Some(server) = server {
+                    let _ = server.await;
+                }
+                let summary = result?;
                 info!(rows = summary.rows, transactions = summary.transactions, "done");
                 Ok(())
             }

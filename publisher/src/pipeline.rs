@@ -2,6 +2,7 @@
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -10,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::{
     checkpoint::{CheckpointError, CheckpointStore},
+    metrics::Metrics,
     position::Checkpoint,
     sink::{Sink, SinkError},
     source::{Item, Reader, SourceError},
@@ -23,6 +25,7 @@ pub struct PipelineOptions {
     pub checkpoint_interval: Duration,
     /// Ceiling of the exponential backoff between reconnect attempts.
     pub max_backoff: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for PipelineOptions {
@@ -31,6 +34,7 @@ impl Default for PipelineOptions {
             linger: Duration::from_millis(5),
             checkpoint_interval: Duration::from_millis(1000),
             max_backoff: Duration::from_secs(30),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct Summary {
 
 struct Saver<'a, C: CheckpointStore> {
     store: &'a mut C,
+    metrics: &'a Metrics,
     interval: Duration,
     last_save: Option<Instant>,
     unsaved: Option<Checkpoint>,
@@ -70,6 +75,7 @@ impl<C: CheckpointStore> Saver<'_, C> {
         if due {
             if let Some(cp) = self.unsaved.take() {
                 self.store.save(&cp).await?;
+                self.metrics.checkpoint_saved(&cp.file, cp.pos);
                 self.last_save = Some(Instant::now());
                 self.saved = Some(cp);
             }
@@ -89,8 +95,11 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, PipelineError> {
     tokio::pin!(shutdown);
+    let metrics = opts.metrics.clone();
+    metrics.set_ready(true, None);
     let mut saver = Saver {
         store,
+        metrics: &metrics,
         interval: opts.checkpoint_interval,
         last_save: None,
         unsaved: None,
@@ -107,7 +116,6 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = sleep_until(at.into()) => {
-                    flush_at = None;
                     match sink.flush().await {
                         Ok(cp) => {
                             if let Err(e) = saver.offer(cp, false).await {
@@ -116,6 +124,10 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                         }
                         Err(e) => break Err(e.into()),
                     }
+                    // Keep polling while the sink has records out, so acknowledgements turn
+                    // into checkpoints even when the source is quiet.
+                    flush_at = (sink.busy() || saver.unsaved.is_some())
+                        .then(|| Instant::now() + opts.linger.max(Duration::from_millis(20)));
                     continue;
                 }
                 r = reader.next_event() => r,
@@ -135,13 +147,17 @@ pub async fn run<S: Sink, C: CheckpointStore>(
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
+                metrics.set_ready(false, Some(format!("source: {e}")));
                 tokio::select! {
                     _ = &mut shutdown => break Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(opts.max_backoff);
                 match reader.reconnect().await {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        metrics.set_ready(true, None);
+                        continue;
+                    }
                     Err(e) if e.is_transient() => continue,
                     Err(e) => break Err(e.into()),
                 }
@@ -153,6 +169,7 @@ pub async fn run<S: Sink, C: CheckpointStore>(
             let r = match item {
                 Item::Row(row) => {
                     summary.rows += 1;
+                    metrics.rows_read.inc();
                     sink.write_row(row).await
                 }
                 Item::Commit(cp) => {
@@ -175,12 +192,13 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     };
 
     // Deliver what was handed to the sink and record how far that got, whatever the outcome.
-    let flushed = sink.flush().await;
-    let final_cp = match flushed {
-        Ok(cp) => cp,
+    metrics.set_ready(false, Some("stopping".into()));
+    let flushed = sink.drain().await;
+    let (final_cp, drain_error) = match flushed {
+        Ok(cp) => (cp, None),
         Err(e) => {
-            warn!(error = %e, "final flush failed; the checkpoint stays where the last delivery ended");
-            None
+            warn!(error = %e, "final delivery failed; the checkpoint stays where the last acknowledged write ended");
+            (None, Some(e))
         }
     };
     saver.offer(final_cp, true).await?;
@@ -188,5 +206,9 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     if let Some(cp) = &summary.checkpoint {
         info!(file = %cp.file, pos = cp.pos, rows = summary.rows, "stopped");
     }
-    outcome.map(|()| summary)
+    match (outcome, drain_error) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) => Err(e.into()),
+        (Ok(()), None) => Ok(summary),
+    }
 }

@@ -31,3 +31,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$tmp/bin/pip" install -q "mysql-replication==$PYREPL_VERSION" boto3
   mv -T "$tmp" "$VENV" 2>/dev/null || rm -rf "$tmp"
 fi
+
+# Kinesis emulator for integration tests and benchmarks (npm; in-memory).
+KINESALITE_VERSION=3.3.3
+KDIR="$CACHE/kinesalite-$KINESALITE_VERSION"
+if [ ! -f "$KDIR/node_modules/kinesalite/cli.js" ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "[setup] installing nodejs and npm from Debian packages" >&2
+    (
+      flock 9
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq nodejs npm >/dev/null
+    ) 9>"$CACHE/apt.lock"
+  fi
+  echo "[setup] installing kinesalite@$KINESALITE_VERSION" >&2
+  tmp="$KDIR.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  npm install --prefix "$tmp" --no-audit --no-fund --loglevel=error "kinesalite@$KINESALITE_VERSION" >/dev/null
+  mv -T "$tmp" "$KDIR" 2>/dev/null || rm -rf "$tmp"
+fi

@@ -35,6 +35,10 @@ impl Sink for MemorySink {
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self.pending.take())
     }
+
+    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.pending.take())
+    }
 }
 
 impl MemorySink {
@@ -109,6 +113,10 @@ impl Sink for ChannelSink {
     }
 
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.pending.take())
+    }
+
+    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self.pending.take())
     }
 }

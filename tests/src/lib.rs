@@ -2,6 +2,8 @@
 //! original publisher's decoder (python-mysql-replication) for byte comparisons.
 
 pub mod capture;
+pub mod fault_proxy;
+pub mod kinesis;
 pub mod mariadb;
 pub mod python;
 

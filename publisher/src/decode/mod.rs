@@ -36,8 +36,10 @@ pub struct RowPosition {
     pub file: Arc<str>,
     /// Offset of the ROWS event holding the row.
     pub pos: u64,
-    /// Index of the row inside its transaction, from 0.
+    /// Index of the row inside its transaction, from 0 (rows of captured tables only).
     pub row: u64,
+    /// Offset of the transaction's first event (GTID or BEGIN) in `file`: a resume point.
+    pub tx_pos: u64,
     pub gtid: Option<Arc<str>>,
     /// Event timestamp, seconds since the epoch.
     pub ts: u32,
@@ -54,6 +56,8 @@ pub struct RowChange {
     /// JSON array of the primary-key values (after image; before image for deletes), or
     /// `None` when the table has no primary key.
     pub primary_key: Option<String>,
+    /// Names of the primary-key columns, in key order (shared with the table plan).
+    pub key_names: Option<Arc<[String]>>,
     pub position: RowPosition,
 }
 
@@ -172,6 +176,7 @@ pub fn decode_rows(
     opts: EncodeOptions,
     file: &Arc<str>,
     pos: u64,
+    tx_pos: u64,
     gtid: Option<&Arc<str>>,
     ts: u32,
     first_row: u64,
@@ -320,10 +325,12 @@ pub fn decode_rows(
             kind,
             body,
             primary_key,
+            key_names: plan.key_names.clone(),
             position: RowPosition {
                 file: file.clone(),
                 pos,
                 row,
+                tx_pos,
                 gtid: gtid.cloned(),
                 ts,
             },

@@ -90,6 +90,8 @@ pub struct TablePlan {
     pub schema_field: Vec<u8>,
     /// Number of MySQL JSON columns (needed to read partial-update bitmaps).
     pub json_columns: usize,
+    /// Primary-key column names, in key order; `None` without a primary key.
+    pub key_names: Option<Arc<[String]>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -503,7 +505,15 @@ impl TablePlan {
             .iter()
             .filter(|t| **t == ColumnType::MYSQL_TYPE_JSON)
             .count();
+        let key_names = (!primary_key.is_empty()).then(|| {
+            primary_key
+                .iter()
+                .map(|&i| columns[i].name.clone())
+                .collect::<Vec<_>>()
+                .into()
+        });
         Ok(TablePlan {
+            key_names,
             schema: schema.into(),
             table: table.into(),
             columns,

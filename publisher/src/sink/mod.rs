@@ -1,7 +1,10 @@
-//! Where records go. A sink receives rows and transaction boundaries in binlog order and says
-//! which boundary everything before it is durably delivered up to.
+//! Where records go. A sink receives rows and transaction boundaries in binlog order, sends
+//! them on without waiting for acknowledgements, and reports the newest boundary (or row
+//! inside a transaction) before which everything is delivered.
 
+pub mod ack;
 pub mod jsonl;
+pub mod kinesis;
 pub mod null;
 
 use std::future::Future;
@@ -27,7 +30,17 @@ pub trait Sink: Send {
     /// stored as the resume point.
     fn boundary(&mut self, cp: Checkpoint) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Delivers everything written so far and returns the newest boundary now fully
-    /// delivered, if it moved.
+    /// Sends whatever is buffered without waiting for acknowledgements; returns the newest
+    /// checkpoint now fully delivered, if it moved.
     fn flush(&mut self) -> impl Future<Output = Result<Option<Checkpoint>, SinkError>> + Send;
+
+    /// Waits until everything written is delivered (or fails); returns the final checkpoint
+    /// if it moved.
+    fn drain(&mut self) -> impl Future<Output = Result<Option<Checkpoint>, SinkError>> + Send;
+
+    /// True while records are buffered or unacknowledged, so the caller keeps calling
+    /// [`Sink::flush`] even when no new rows arrive.
+    fn busy(&self) -> bool {
+        false
+    }
 }

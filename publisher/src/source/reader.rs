@@ -695,7 +695,8 @@ impl Reader {
                     pos: end,
                     rows_done: 0,
                     gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
-                    event_ts: self.last_boundary.event_ts,
+                    // A heartbeat means the source has nothing newer: caught up as of now.
+                    event_ts: crate::metrics::now_unix() as u32,
                 };
                 self.last_boundary = cp.clone();
                 out.push(Item::Idle(cp));
@@ -744,6 +745,7 @@ impl Reader {
         })?;
         let gtid = tx.gtid.clone();
         let first_row = tx.rows;
+        let tx_pos = tx.start_pos;
         let skip = &mut self.skip_rows;
         let n = decode_rows_into(
             &plan,
@@ -753,6 +755,7 @@ impl Reader {
             self.cfg.encode,
             &self.file,
             pos,
+            tx_pos,
             gtid.as_ref(),
             ts,
             first_row,
@@ -775,6 +778,7 @@ fn decode_rows_into(
     encode: EncodeOptions,
     file: &Arc<str>,
     pos: u64,
+    tx_pos: u64,
     gtid: Option<&Arc<str>>,
     ts: u32,
     first_row: u64,
@@ -789,6 +793,7 @@ fn decode_rows_into(
         encode,
         file,
         pos,
+        tx_pos,
         gtid,
         ts,
         first_row,

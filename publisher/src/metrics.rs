@@ -1,0 +1,236 @@
+//! Prometheus metrics and the health endpoints, served over HTTP.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Action {
+    pub action: String,
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Metrics {
+    pub rows_read: Counter,
+    pub records_published: Counter,
+    pub bytes_published: Counter,
+    pub batches: Counter,
+    pub retries: Family<Reason, Counter>,
+    pub oversize: Family<Action, Counter>,
+    pub in_flight_records: Gauge,
+    pub checkpoint_position: Gauge,
+    pub checkpoint_file_number: Gauge,
+    checkpoint_age: Gauge,
+    lag: Gauge,
+    /// Unix time the last checkpoint was stored; 0 before the first.
+    checkpoint_saved_at: AtomicI64,
+    /// Timestamp of the newest event whose rows are all acknowledged; 0 before the first.
+    acked_event_ts: AtomicI64,
+    ready: AtomicBool,
+    /// Why the publisher is not ready (shown by /readyz).
+    problem: Mutex<Option<String>>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            rows_read: Counter::default(),
+            records_published: Counter::default(),
+            bytes_published: Counter::default(),
+            batches: Counter::default(),
+            retries: Family::default(),
+            oversize: Family::default(),
+            in_flight_records: Gauge::default(),
+            checkpoint_position: Gauge::default(),
+            checkpoint_file_number: Gauge::default(),
+            checkpoint_age: Gauge::default(),
+            lag: Gauge::default(),
+            checkpoint_saved_at: AtomicI64::new(0),
+            acked_event_ts: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            problem: Mutex::new(None),
+            registry: Registry::with_prefix("binlogstream"),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "rows_read",
+            "Row changes read from the binlog",
+            m.rows_read.clone(),
+        );
+        r.register(
+            "records_published",
+            "Records acknowledged by the sink",
+            m.records_published.clone(),
+        );
+        r.register(
+            "bytes_published",
+            "Record bytes acknowledged by the sink",
+            m.bytes_published.clone(),
+        );
+        r.register(
+            "batches",
+            "Requests sent to the sink (PutRecords calls)",
+            m.batches.clone(),
+        );
+        r.register("retries", "Retried sends, by reason", m.retries.clone());
+        r.register(
+            "oversize_records",
+            "Records over the sink's size limit, by action",
+            m.oversize.clone(),
+        );
+        r.register(
+            "in_flight_records",
+            "Records sent or buffered but not yet acknowledged",
+            m.in_flight_records.clone(),
+        );
+        r.register(
+            "checkpoint_position",
+            "Binlog offset of the stored checkpoint",
+            m.checkpoint_position.clone(),
+        );
+        r.register(
+            "checkpoint_file_number",
+            "Numeric suffix of the stored checkpoint's binlog file",
+            m.checkpoint_file_number.clone(),
+        );
+        r.register(
+            "checkpoint_age_seconds",
+            "Seconds since the checkpoint was last stored",
+            m.checkpoint_age.clone(),
+        );
+        r.register(
+            "replication_lag_seconds",
+            "Now minus the timestamp of the newest acknowledged event (0 when idle and caught up)",
+            m.lag.clone(),
+        );
+        m
+    }
+
+    pub fn checkpoint_saved(&self, file: &str, pos: u64) {
+        self.checkpoint_position.set(pos as i64);
+        let n = file
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0);
+        self.checkpoint_file_number.set(n);
+        self.checkpoint_saved_at
+            .store(now_unix(), Ordering::Relaxed);
+    }
+
+    pub fn acknowledged_event(&self, ts: u32) {
+        if ts > 0 {
+            self.acked_event_ts
+                .fetch_max(i64::from(ts), Ordering::Relaxed);
+        }
+    }
+
+    pub fn lag_seconds(&self) -> Option<i64> {
+        let ts = self.acked_event_ts.load(Ordering::Relaxed);
+        (ts > 0).then(|| (now_unix() - ts).max(0))
+    }
+
+    pub fn set_ready(&self, ready: bool, problem: Option<String>) {
+        self.ready.store(ready, Ordering::Relaxed);
+        if let Ok(mut p) = self.problem.lock() {
+            *p = problem;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        if let Some(lag) = self.lag_seconds() {
+            self.lag.set(lag);
+        }
+        let saved = self.checkpoint_saved_at.load(Ordering::Relaxed);
+        if saved > 0 {
+            self.checkpoint_age.set(now_unix() - saved);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        let why = m
+            .problem
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or_else(|| "starting".into());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    m: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

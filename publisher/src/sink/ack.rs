@@ -1,0 +1,212 @@
+//! Tracks which rows a sink has delivered when deliveries complete out of order, and derives
+//! the newest checkpoint before which everything is delivered.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use crate::{decode::RowPosition, position::Checkpoint};
+
+enum Slot {
+    Row {
+        acked: bool,
+        file: Arc<str>,
+        tx_pos: u64,
+        row: u64,
+        ts: u32,
+    },
+    Boundary(Checkpoint),
+}
+
+/// The last thing known delivered, kept cheap (no allocation per row) until asked for.
+enum Durable {
+    None,
+    Boundary(Checkpoint),
+    MidTx {
+        file: Arc<str>,
+        tx_pos: u64,
+        rows_done: u64,
+        ts: u32,
+    },
+}
+
+pub struct AckTracker {
+    base: u64,
+    slots: VecDeque<Slot>,
+    durable: Durable,
+    /// The newest boundary popped: its GTID state is the state before the open transaction.
+    last_boundary: Option<Checkpoint>,
+    moved: bool,
+    unacked: usize,
+}
+
+impl Default for AckTracker {
+    fn default() -> Self {
+        AckTracker {
+            base: 0,
+            slots: VecDeque::new(),
+            durable: Durable::None,
+            last_boundary: None,
+            moved: false,
+            unacked: 0,
+        }
+    }
+}
+
+impl AckTracker {
+    /// Registers a row in binlog order; returns its sequence number for [`AckTracker::ack`].
+    pub fn push_row(&mut self, pos: &RowPosition) -> u64 {
+        let seq = self.base + self.slots.len() as u64;
+        self.slots.push_back(Slot::Row {
+            acked: false,
+            file: pos.file.clone(),
+            tx_pos: pos.tx_pos,
+            row: pos.row,
+            ts: pos.ts,
+        });
+        self.unacked += 1;
+        seq
+    }
+
+    pub fn push_boundary(&mut self, cp: Checkpoint) {
+        self.slots.push_back(Slot::Boundary(cp));
+        self.advance();
+    }
+
+    pub fn ack(&mut self, seq: u64) {
+        let Some(idx) = seq.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(Slot::Row { acked, .. }) = self.slots.get_mut(idx as usize) {
+            if !*acked {
+                *acked = true;
+                self.unacked -= 1;
+            }
+        }
+        if idx == 0 {
+            self.advance();
+        }
+    }
+
+    fn advance(&mut self) {
+        while let Some(front) = self.slots.front() {
+            if let Slot::Row { acked: false, .. } = front {
+                break;
+            }
+            match self.slots.pop_front() {
+                Some(Slot::Boundary(cp)) => {
+                    self.last_boundary = Some(cp.clone());
+                    self.durable = Durable::Boundary(cp);
+                }
+                Some(Slot::Row {
+                    file,
+                    tx_pos,
+                    row,
+                    ts,
+                    ..
+                }) => {
+                    self.durable = Durable::MidTx {
+                        file,
+                        tx_pos,
+                        rows_done: row + 1,
+                        ts,
+                    };
+                }
+                None => break,
+            }
+            self.base += 1;
+            self.moved = true;
+        }
+    }
+
+    /// Rows registered but not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.unacked
+    }
+
+    /// The newest fully delivered checkpoint, if it moved since the last call.
+    pub fn take_durable(&mut self) -> Option<Checkpoint> {
+        if !std::mem::take(&mut self.moved) {
+            return None;
+        }
+        match &self.durable {
+            Durable::None => None,
+            Durable::Boundary(cp) => Some(cp.clone()),
+            Durable::MidTx {
+                file,
+                tx_pos,
+                rows_done,
+                ts,
+            } => Some(Checkpoint {
+                file: file.to_string(),
+                pos: *tx_pos,
+                rows_done: *rows_done,
+                gtid_state: self
+                    .last_boundary
+                    .as_ref()
+                    .and_then(|b| b.gtid_state.clone()),
+                event_ts: *ts,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(row: u64) -> RowPosition {
+        RowPosition {
+            file: "b.1".into(),
+            pos: 100 + row,
+            row,
+            tx_pos: 50,
+            gtid: None,
+            ts: 7,
+        }
+    }
+
+    fn boundary(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "b.1".into(),
+            pos,
+            rows_done: 0,
+            gtid_state: None,
+            event_ts: 7,
+        }
+    }
+
+    #[test]
+    fn checkpoint_waits_for_every_earlier_row() {
+        let mut t = AckTracker::default();
+        let a = t.push_row(&row(0));
+        let b = t.push_row(&row(1));
+        let c = t.push_row(&row(2));
+        t.push_boundary(boundary(500));
+        t.ack(c);
+        t.ack(b);
+        assert_eq!(t.take_durable(), None, "row 0 is not delivered yet");
+        t.ack(a);
+        assert_eq!(t.take_durable(), Some(boundary(500)));
+        assert_eq!(t.take_durable(), None);
+        assert_eq!(t.unacked(), 0);
+    }
+
+    #[test]
+    fn mid_transaction_checkpoint_counts_delivered_rows() {
+        let mut t = AckTracker::default();
+        t.push_boundary(Checkpoint {
+            gtid_state: Some("0-1-4".parse().expect("gtid")),
+            ..boundary(40)
+        });
+        let a = t.push_row(&row(0));
+        let b = t.push_row(&row(1));
+        let _c = t.push_row(&row(2));
+        t.ack(a);
+        t.ack(b);
+        let cp = t.take_durable().expect("moved");
+        assert_eq!((cp.pos, cp.rows_done), (50, 2));
+        assert_eq!(
+            cp.gtid_state.map(|g| g.to_string()).as_deref(),
+            Some("0-1-4")
+        );
+    }
+}

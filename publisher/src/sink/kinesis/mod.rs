@@ -1,0 +1,410 @@
+//! Kinesis Data Streams sink: PutRecords batches filled to the service limits, several
+//! requests in flight, per-key order, retries, and acknowledgement tracking for checkpoints.
+//!
+//! Records are spread over `max_in_flight` lanes by partition key. A lane has at most one
+//! request in flight and one batch filling, so a key (always in the same lane) is never in
+//! two concurrent requests, and memory is bounded by lanes × two batches whatever the
+//! backlog: when a lane's batch is full while its request is still out, `write_row` waits
+//! (back-pressure into the reader).
+//!
+//! With primary-key partition keys a batch also holds at most one record per key: a second
+//! change of the same row closes the batch. Then a record that fails inside a request never
+//! has a newer change of its row already written behind it, so per-row order is strict.
+//! With table or constant keys that would mean one record per request, so those batches
+//! hold many records of a key and a failed record is re-sent with every later record of its
+//! key from the batch (the later ones may then appear twice, the last copy in order).
+
+pub mod deliver;
+pub mod key;
+pub mod retry;
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use aws_sdk_kinesis::{primitives::Blob, types::StreamStatus, Client};
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use self::{
+    deliver::{deliver, Delivery, Record},
+    key::{key_only_marker, partition_key, Oversize, PartitionKey, MAX_RECORD_BYTES},
+    retry::Backoff,
+};
+use super::{ack::AckTracker, Sink, SinkError};
+use crate::{
+    decode::RowChange,
+    metrics::{Action, Metrics},
+    position::Checkpoint,
+};
+
+/// PutRecords limits: 500 records and 5 MiB (data + keys) per call.
+pub const MAX_BATCH_RECORDS: usize = 500;
+pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct KinesisConfig {
+    pub stream: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub partition_key: PartitionKey,
+    pub oversize: Oversize,
+    pub max_in_flight: usize,
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+    pub backoff: Backoff,
+    pub max_attempts: Option<u32>,
+}
+
+impl KinesisConfig {
+    pub fn new(stream: impl Into<String>) -> KinesisConfig {
+        KinesisConfig {
+            stream: stream.into(),
+            endpoint: None,
+            region: None,
+            partition_key: PartitionKey::PrimaryKey,
+            oversize: Oversize::Fail,
+            max_in_flight: 4,
+            max_batch_records: MAX_BATCH_RECORDS,
+            max_batch_bytes: MAX_BATCH_BYTES,
+            backoff: Backoff::default(),
+            max_attempts: None,
+        }
+    }
+}
+
+/// A client from the standard AWS chain (env, profile, web identity for IRSA, instance
+/// metadata) with the endpoint and region overrides. The SDK's own retries are off: the sink
+/// retries itself, per record, and reports it.
+pub async fn client(cfg: &KinesisConfig) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &cfg.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await;
+    Client::new(&shared)
+}
+
+/// Checks the stream exists and is ACTIVE before any row is read.
+pub async fn preflight(client: &Client, cfg: &KinesisConfig) -> Result<(), SinkError> {
+    let where_ = format!(
+        "region {}{}",
+        client
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "(none)".into()),
+        cfg.endpoint
+            .as_deref()
+            .map(|e| format!(", endpoint {e}"))
+            .unwrap_or_default()
+    );
+    match client
+        .describe_stream_summary()
+        .stream_name(&cfg.stream)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let status = out
+                .stream_description_summary()
+                .map(|s| s.stream_status().clone());
+            match status {
+                Some(StreamStatus::Active) | Some(StreamStatus::Updating) => Ok(()),
+                other => Err(SinkError::Fatal(format!(
+                    "Kinesis stream {} in {where_} is {:?}, not ACTIVE; wait for it or check the name",
+                    cfg.stream,
+                    other.map(|s| s.as_str().to_string()).unwrap_or_default()
+                ))),
+            }
+        }
+        Err(e) => {
+            use aws_sdk_kinesis::error::ProvideErrorMetadata;
+            let code = e.code().unwrap_or("").to_string();
+            let msg = if code == "ResourceNotFoundException" {
+                format!("Kinesis stream {} does not exist in {where_}; create it or fix --stream/--region", cfg.stream)
+            } else {
+                format!(
+                    "cannot describe Kinesis stream {} in {where_}: {} {}",
+                    cfg.stream,
+                    code,
+                    aws_sdk_kinesis::error::DisplayErrorContext(&e)
+                )
+            };
+            Err(SinkError::Fatal(msg))
+        }
+    }
+}
+
+struct Lane {
+    filling: Vec<Record>,
+    filling_bytes: usize,
+    /// Row keys in `filling` (primary-key mode).
+    filling_keys: std::collections::HashSet<String>,
+    busy: bool,
+}
+
+struct LaneDone {
+    lane: usize,
+    result: Result<Vec<Record>, SinkError>,
+}
+
+pub struct KinesisSink {
+    cfg: KinesisConfig,
+    delivery: Arc<Delivery>,
+    lanes: Vec<Lane>,
+    tracker: AckTracker,
+    done_tx: mpsc::UnboundedSender<LaneDone>,
+    done_rx: mpsc::UnboundedReceiver<LaneDone>,
+    tasks: tokio::task::JoinSet<()>,
+    metrics: Arc<Metrics>,
+    failed: Option<String>,
+}
+
+impl KinesisSink {
+    pub fn new(client: Client, cfg: KinesisConfig, metrics: Arc<Metrics>) -> KinesisSink {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let lanes = (0..cfg.max_in_flight.max(1))
+            .map(|_| Lane {
+                filling: Vec::new(),
+                filling_bytes: 0,
+                filling_keys: Default::default(),
+                busy: false,
+            })
+            .collect();
+        KinesisSink {
+            delivery: Arc::new(Delivery {
+                client,
+                stream: cfg.stream.as_str().into(),
+                backoff: cfg.backoff.clone(),
+                max_attempts: cfg.max_attempts,
+                metrics: metrics.clone(),
+            }),
+            cfg,
+            lanes,
+            tracker: AckTracker::default(),
+            done_tx,
+            done_rx,
+            tasks: tokio::task::JoinSet::new(),
+            metrics,
+            failed: None,
+        }
+    }
+
+    fn lane_of(&self, key: &str) -> usize {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.lanes.len() as u64) as usize
+    }
+
+    fn check_failed(&self) -> Result<(), SinkError> {
+        match &self.failed {
+            Some(msg) => Err(SinkError::Fatal(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn on_done(&mut self, done: LaneDone) {
+        self.lanes[done.lane].busy = false;
+        match done.result {
+            Ok(records) => {
+                for r in records {
+                    self.metrics.acknowledged_event(r.ts);
+                    self.tracker.ack(r.seq);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "Kinesis delivery failed");
+                self.failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+        self.metrics
+            .in_flight_records
+            .set(self.tracker.unacked() as i64);
+    }
+
+    fn collect_done(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.on_done(done);
+        }
+    }
+
+    /// Waits until `lane` has no request out.
+    async fn wait_lane(&mut self, lane: usize) -> Result<(), SinkError> {
+        while self.lanes[lane].busy {
+            match self.done_rx.recv().await {
+                Some(done) => self.on_done(done),
+                None => return Err(SinkError::Fatal("Kinesis delivery tasks ended".into())),
+            }
+        }
+        self.check_failed()
+    }
+
+    fn dispatch(&mut self, lane: usize) {
+        let l = &mut self.lanes[lane];
+        if l.filling.is_empty() || l.busy {
+            return;
+        }
+        let batch = std::mem::take(&mut l.filling);
+        l.filling_bytes = 0;
+        l.filling_keys.clear();
+        l.busy = true;
+        let delivery = self.delivery.clone();
+        let tx = self.done_tx.clone();
+        self.tasks.spawn(async move {
+            let result = deliver(&delivery, batch).await;
+            let _ = tx.send(LaneDone { lane, result });
+        });
+    }
+
+    async fn push(&mut self, record: Record) -> Result<(), SinkError> {
+        let lane = self.lane_of(&record.key);
+        let size = record.size();
+        let full = {
+            let l = &self.lanes[lane];
+            l.filling.len() >= self.cfg.max_batch_records
+                || l.filling_bytes + size > self.cfg.max_batch_bytes
+                || (record.row_key && l.filling_keys.contains(&record.key))
+        };
+        if full {
+            self.wait_lane(lane).await?;
+            self.dispatch(lane);
+        }
+        let l = &mut self.lanes[lane];
+        if record.row_key {
+            l.filling_keys.insert(record.key.clone());
+        }
+        l.filling.push(record);
+        l.filling_bytes += size;
+        if l.filling.len() >= self.cfg.max_batch_records {
+            // Send eagerly when the lane is free; otherwise it goes when the lane frees up.
+            if !l.busy {
+                self.dispatch(lane);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KinesisSink {
+    async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
+        self.collect_done();
+        self.check_failed()?;
+        let key = partition_key(&self.cfg.partition_key, &row);
+        let size = row.body.len() + key.len();
+        let seq = self.tracker.push_row(&row.position);
+        let body = if size > MAX_RECORD_BYTES {
+            let what = format!(
+                "row of {}.{} (partition key {key}) at {}:{} is {size} bytes, over Kinesis's {MAX_RECORD_BYTES}-byte record limit",
+                row.schema, row.table, row.position.file, row.position.pos
+            );
+            match self.cfg.oversize {
+                Oversize::Fail => {
+                    self.metrics
+                        .oversize
+                        .get_or_create(&Action {
+                            action: "fail".into(),
+                        })
+                        .inc();
+                    return Err(SinkError::Fatal(format!(
+                        "{what}; stopping (choose --oversize skip or --oversize key-only to go on)"
+                    )));
+                }
+                Oversize::Skip => {
+                    self.metrics
+                        .oversize
+                        .get_or_create(&Action {
+                            action: "skip".into(),
+                        })
+                        .inc();
+                    warn!(schema = %row.schema, table = %row.table, key = %key, size, "{what}; skipped (--oversize skip)");
+                    self.tracker.ack(seq);
+                    return Ok(());
+                }
+                Oversize::KeyOnly => {
+                    self.metrics
+                        .oversize
+                        .get_or_create(&Action {
+                            action: "key_only".into(),
+                        })
+                        .inc();
+                    warn!(schema = %row.schema, table = %row.table, key = %key, size, "{what}; published a key-only marker");
+                    key_only_marker(&row, size)
+                }
+            }
+        } else {
+            row.body
+        };
+        let row_key =
+            self.cfg.partition_key == PartitionKey::PrimaryKey && row.primary_key.is_some();
+        let record = Record {
+            seq,
+            key,
+            row_key,
+            data: Blob::new(body),
+            ts: row.position.ts,
+        };
+        self.push(record).await?;
+        self.metrics
+            .in_flight_records
+            .set(self.tracker.unacked() as i64);
+        Ok(())
+    }
+
+    async fn boundary(&mut self, cp: Checkpoint) -> Result<(), SinkError> {
+        if cp.rows_done == 0 && self.tracker.unacked() == 0 {
+            // Nothing outstanding: an idle heartbeat or a filtered transaction is as current as
+            // the source.
+            self.metrics.acknowledged_event(cp.event_ts);
+        }
+        self.tracker.push_boundary(cp);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        self.collect_done();
+        self.check_failed()?;
+        for lane in 0..self.lanes.len() {
+            self.dispatch(lane);
+        }
+        Ok(self.tracker.take_durable())
+    }
+
+    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        loop {
+            self.collect_done();
+            self.check_failed()?;
+            for lane in 0..self.lanes.len() {
+                self.dispatch(lane);
+            }
+            if self.lanes.iter().all(|l| !l.busy && l.filling.is_empty()) {
+                break;
+            }
+            match self.done_rx.recv().await {
+                Some(done) => self.on_done(done),
+                None => break,
+            }
+        }
+        self.check_failed()?;
+        Ok(self.tracker.take_durable())
+    }
+
+    fn busy(&self) -> bool {
+        self.tracker.unacked() > 0
+    }
+}
