@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod position;
 pub mod sink;
 pub mod source;
+pub mod tail;

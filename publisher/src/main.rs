@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Follow the source's binlog and publish every row change.
     Run(RunArgs),
+    /// Print the records of a Kinesis stream (what consumers receive).
+    Tail(publisher::tail::TailArgs),
 }
 
 fn init_logging(format: &str) {
@@ -127,6 +129,15 @@ async fn main() -> std::process::ExitCode {
                 }
                 let summary = result?;
                 info!(rows = summary.rows, transactions = summary.transactions, "done");
+                Ok(())
+            }
+            Command::Tail(args) => {
+                let mut k = kinesis::KinesisConfig::new(args.stream.clone());
+                k.endpoint = args.endpoint.clone();
+                k.region = args.region.clone();
+                let client = kinesis::client(&k).await;
+                let n = publisher::tail::tail(&client, &args).await?;
+                info!(records = n, "end of every shard");
                 Ok(())
             }
         }

@@ -47,3 +47,67 @@ pub fn original_records(db: &MariaDb) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The original publisher (../shared/seed), ported to Python 3: python-mysql-replication plus
+/// boto3, one `put_record` per row with the constant key "default", each record also printed.
+/// Changed only to point at the test servers, to read from the start of the binlog and to stop
+/// after `limit` rows, printing `rows seconds` on stderr.
+pub const ORIGINAL_SCRIPT: &str = r#"
+import json, sys, time
+import boto3
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+def main():
+    port, password, endpoint, stream_name, limit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+    stream = BinLogStreamReader(
+        connection_settings={"host": "127.0.0.1", "port": port, "user": "repl", "passwd": password},
+        server_id=100, blocking=False, resume_stream=False, is_mariadb=True,
+        only_events=[DeleteRowsEvent, WriteRowsEvent, UpdateRowsEvent])
+    n = 0
+    start = time.monotonic()
+    for binlogevent in stream:
+        for row in binlogevent.rows:
+            event = {"schema": binlogevent.schema, "table": binlogevent.table,
+                     "type": type(binlogevent).__name__, "row": row}
+            kinesis.put_record(StreamName=stream_name, Data=json.dumps(event, default=str), PartitionKey="default")
+            print(json.dumps(event, default=str))
+            n += 1
+            if n >= limit:
+                break
+        if n >= limit:
+            break
+    elapsed = time.monotonic() - start
+    stream.close()
+    print(n, elapsed, file=sys.stderr)
+
+main()
+"#;
+
+/// Runs [`ORIGINAL_SCRIPT`]; returns (rows, seconds).
+pub fn run_original(db: &MariaDb, endpoint: &str, stream: &str, limit: u64) -> (u64, f64) {
+    crate::ensure_deps();
+    let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(ORIGINAL_SCRIPT)
+        .args([
+            db.port.to_string(),
+            db.repl_password.clone(),
+            endpoint.to_string(),
+            stream.to_string(),
+            limit.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "original script failed: {stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    let mut f = last.split_whitespace();
+    let rows = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let secs = f.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+    (rows, secs)
+}

@@ -1,15 +1,21 @@
 //! Benchmark program (not a test): writes workloads into a real MariaDB binlog first, then
 //! drains them, printing rows/s, CPU seconds per million rows and peak RSS for
 //!  - a bare mysql_async loop that only reads and decodes rows (the ceiling for our decoder),
-//!  - the publisher's read + decode + encode into a null sink.
+//!  - the publisher's read + decode + encode into a null sink,
+//!  - end to end into kinesalite: the original script (one put_record per row) on a sample,
+//!    the publisher, and a bare sequential PutRecords loop (what the emulator accepts).
 //!
 //! Each measured run is a child process of its own, so its peak RSS is its own.
 //!
-//!     cargo run --release -p binlogstream-tests --bin bench -- --rows 1000000
+//!     cargo run --release -p binlogstream-tests --bin bench -- --rows 1000000 --kinesis-rows 100000
 
 use std::{process::Command, time::Instant};
 
-use binlogstream_tests::mariadb::{MariaDb, Metadata};
+use binlogstream_tests::{
+    kinesis::{client_for, Kinesalite},
+    mariadb::{MariaDb, Metadata},
+    python,
+};
 use futures::StreamExt;
 use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts};
 use mysql_common::binlog::events::EventData;
@@ -17,6 +23,7 @@ use publisher::{
     checkpoint::NoCheckpoint,
     pipeline::{self, PipelineOptions},
     position::StartFrom,
+    sink::kinesis::{KinesisConfig, KinesisSink},
     sink::null::NullSink,
     source::Reader,
 };
@@ -70,7 +77,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Child mode: one measured run; prints `rows seconds cpu_seconds peak_rss_kib`.
-async fn child(mode: &str, port: u16, table: &str) {
+async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
     let url = format!("mysql://repl@127.0.0.1:{port}");
     let start = Instant::now();
     let cpu0 = cpu_seconds();
@@ -109,6 +116,31 @@ async fn child(mode: &str, port: u16, table: &str) {
             }
             rows
         }
+        "kinesis" => {
+            let endpoint = endpoint.expect("endpoint");
+            let mut cfg =
+                binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
+            cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
+            let reader = Reader::open(cfg, None).await.expect("open");
+            let client = client_for(endpoint).await;
+            let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
+            let mut sink =
+                KinesisSink::new(client, KinesisConfig::new("publisher"), metrics.clone());
+            let opts = PipelineOptions {
+                metrics,
+                ..PipelineOptions::default()
+            };
+            pipeline::run(
+                reader,
+                &mut sink,
+                &mut NoCheckpoint,
+                &opts,
+                std::future::pending(),
+            )
+            .await
+            .expect("run")
+            .rows
+        }
         _ => {
             let mut cfg =
                 binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
@@ -143,9 +175,13 @@ struct Measured {
 }
 
 fn measure(mode: &str, port: u16, table: &str) -> Measured {
+    measure_with(mode, port, table, "")
+}
+
+fn measure_with(mode: &str, port: u16, table: &str, endpoint: &str) -> Measured {
     let exe = std::env::current_exe().expect("exe");
     let out = Command::new(exe)
-        .args(["--child", mode, &port.to_string(), table])
+        .args(["--child", mode, &port.to_string(), table, endpoint])
         .output()
         .expect("child");
     assert!(
@@ -167,7 +203,8 @@ fn measure(mode: &str, port: u16, table: &str) -> Measured {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        child(&args[2], args[3].parse().expect("port"), &args[4]).await;
+        let endpoint = args.get(5).filter(|e| !e.is_empty()).map(String::as_str);
+        child(&args[2], args[3].parse().expect("port"), &args[4], endpoint).await;
         return;
     }
     let rows: u64 = args
@@ -176,8 +213,22 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let kinesis_rows: u64 = args
+        .iter()
+        .position(|a| a == "--kinesis-rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let original_rows: u64 = args
+        .iter()
+        .position(|a| a == "--original-rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+        .min(kinesis_rows);
 
-    let db = MariaDb::start_with(Metadata::NoLog, &["--binlog-annotate-row-events=OFF"]).await;
+    // FULL metadata so the original's decoder (python-mysql-replication 1.x) names columns.
+    let db = MariaDb::start_with(Metadata::Full, &["--binlog-annotate-row-events=OFF"]).await;
     db.exec("CREATE DATABASE bench").await;
     let mut conn = db.root().await;
     conn.query_drop("USE bench").await.expect("use");
@@ -236,6 +287,110 @@ async fn main() {
             (ours.rows as f64 / ours.secs) / (bare.rows as f64 / bare.secs)
         );
     }
+    kinesis_section(&db, &mut conn, kinesis_rows, original_rows).await;
+}
+
+async fn bare_put_records(endpoint: &str, stream: &str, records: usize) -> f64 {
+    use aws_sdk_kinesis::{primitives::Blob, types::PutRecordsRequestEntry};
+    let client = client_for(endpoint).await;
+    let payload = br#"{"table": "e2e", "row": {"values": {"idUsers": 1, "Name": "User number 1"}}, "type": "WriteRowsEvent", "schema": "bench"}"#;
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < records {
+        let n = (records - sent).min(500);
+        let entries: Vec<PutRecordsRequestEntry> = (0..n)
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(payload.to_vec()))
+                    .partition_key(format!("bench.e2e:[{}]", sent + i))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+        assert_eq!(out.failed_record_count(), Some(0));
+        sent += n;
+    }
+    records as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows: u64) {
+    let e2e = Workload {
+        name: "e2e",
+        create: "CREATE TABLE bench.e2e (idUsers INT PRIMARY KEY, Name VARCHAR(100))",
+        select:
+            "INSERT INTO bench.e2e SELECT seq, CONCAT('User number ', seq) FROM seq_{lo}_to_{hi}",
+    };
+    write_workload(conn, &e2e, rows).await;
+    let kinesalite = Kinesalite::start().await;
+    kinesalite.create_stream("original", 1).await;
+    kinesalite.create_stream("publisher", 4).await;
+    kinesalite.create_stream("bare", 4).await;
+
+    let (orig_rows, orig_secs) =
+        python::run_original(db, &kinesalite.endpoint(), "original", original_rows);
+    let ours = measure_with("kinesis", db.port, "e2e", &kinesalite.endpoint());
+    assert_eq!(ours.rows, rows, "publisher delivered every row");
+    let bare = bare_put_records(&kinesalite.endpoint(), "bare", rows as usize).await;
+    let orig_rate = orig_rows as f64 / orig_secs;
+    let our_rate = ours.rows as f64 / ours.secs;
+    println!("\nend to end into kinesalite {} (narrow table, {rows} rows; original on its first {orig_rows})", "3.3.3");
+    println!(
+        "{:<44} {:>12} {:>12} {:>14}",
+        "run", "rows/s", "seconds", "peak RSS MiB"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>12.3} {:>14}",
+        "original script (put_record per row)", orig_rate, orig_secs, "-"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>12.3} {:>14.1}",
+        "publisher -> kinesalite (PutRecords, 4 shards)",
+        our_rate,
+        ours.secs,
+        ours.rss_kib as f64 / 1024.0
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "bare sequential PutRecords loop (records/s)", bare
+    );
+    println!(
+        "{:<44} {:>12.1}",
+        "ratio publisher/original",
+        our_rate / orig_rate
+    );
+    println!(
+        "{:<44} {:>12.2}",
+        "ratio publisher/bare PutRecords",
+        our_rate / bare
+    );
+}
+
+async fn write_workload(conn: &mut Conn, w: &Workload, rows: u64) {
+    conn.query_drop(w.create).await.expect("create");
+    let t = Instant::now();
+    let batch = 10_000u64;
+    let mut lo = 1;
+    while lo <= rows {
+        let hi = (lo + batch - 1).min(rows);
+        let sql = w
+            .select
+            .replace("{lo}", &lo.to_string())
+            .replace("{hi}", &hi.to_string());
+        conn.query_drop(sql).await.expect("insert");
+        lo = hi + 1;
+    }
+    eprintln!(
+        "wrote {rows} rows of {} in {:.1}s",
+        w.name,
+        t.elapsed().as_secs_f64()
+    );
 }
 
 async fn db_version(conn: &mut Conn) -> String {

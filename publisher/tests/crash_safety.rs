@@ -1,0 +1,240 @@
+//! The publisher binary killed at random points while a workload runs, then restarted from
+//! its checkpoint file: every row ends up on the stream. SIGKILL may repeat what was sent
+//! after the last stored checkpoint (counted and printed); SIGTERM drains and repeats nothing.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use binlogstream_tests::{
+    kinesis::Kinesalite,
+    mariadb::{MariaDb, Metadata},
+};
+use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_publisher");
+const TXS: u64 = 150;
+const ROWS_PER_TX: u64 = 100;
+
+fn publisher(db: &MariaDb, k: &Kinesalite, stream: &str, cp: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "run",
+        "--source",
+        &db.repl_url(),
+        "--server-id",
+        "5151",
+        "--start",
+        "earliest",
+    ])
+    .args([
+        "--sink",
+        "kinesis",
+        "--stream",
+        stream,
+        "--endpoint",
+        &k.endpoint(),
+        "--region",
+        "us-east-1",
+    ])
+    .args([
+        "--position",
+        "--checkpoint-interval-ms",
+        "50",
+        "--checkpoint-file",
+    ])
+    .arg(cp)
+    .args(extra)
+    .env("BINLOGSTREAM_PASSWORD", &db.repl_password)
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+async fn workload(db: &MariaDb) {
+    db.exec("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await;
+}
+
+fn spawn_writer(port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let opts =
+            mysql_async::Opts::from_url(&format!("mysql://root@127.0.0.1:{port}")).expect("url");
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("writer connection");
+        use mysql_async::prelude::Queryable;
+        for tx in 0..TXS {
+            let values: Vec<String> = (0..ROWS_PER_TX)
+                .map(|i| {
+                    let id = tx * ROWS_PER_TX + i + 1;
+                    format!("({id}, 'v{id}')")
+                })
+                .collect();
+            conn.query_drop(format!("INSERT INTO c.t VALUES {}", values.join(",")))
+                .await
+                .expect("insert");
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    })
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Runs the publisher to the end of the binlog and reads the stream back: (records, distinct).
+async fn finish_and_count(db: &MariaDb, k: &Kinesalite, stream: &str, cp: &Path) -> (usize, usize) {
+    let status = publisher(db, k, stream, cp, &["--stop-at-end"])
+        .status()
+        .expect("final run");
+    assert!(status.success(), "final run exits 0");
+    let records = k.read_all(stream).await;
+    let mut ids = HashSet::new();
+    let mut positions = HashSet::new();
+    for r in &records {
+        let v = r.json();
+        ids.insert(v["row"]["values"]["id"].as_u64().expect("id"));
+        let p = &v["position"];
+        positions.insert((p["file"].to_string(), p["pos"].as_u64(), p["row"].as_u64()));
+    }
+    let expected: HashSet<u64> = (1..=TXS * ROWS_PER_TX).collect();
+    let missing: Vec<&u64> = expected.difference(&ids).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "rows missing from the stream, e.g. {missing:?}"
+    );
+    assert_eq!(positions.len() as u64, TXS * ROWS_PER_TX);
+    (records.len(), positions.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing() {
+    let (db, k) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    k.create_stream("crash", 2).await;
+    workload(&db).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cp = dir.path().join("cp.json");
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let writer = spawn_writer(db.port);
+    for _ in 0..10 {
+        let child = publisher(&db, &k, "crash", &cp, &[])
+            .spawn()
+            .expect("spawn");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
+        signal(&child, "-KILL");
+        let mut child = child;
+        let _ = child.wait();
+    }
+    writer.await.expect("writer");
+    let (records, distinct) = finish_and_count(&db, &k, "crash", &cp).await;
+    println!(
+        "SIGKILL x10 (seed {seed}): {distinct} row changes, {records} records on the stream, {} duplicates",
+        records - distinct
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_repeats_nothing() {
+    let (db, k) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    k.create_stream("term", 2).await;
+    workload(&db).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cp = dir.path().join("cp.json");
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let writer = spawn_writer(db.port);
+    for _ in 0..10 {
+        let child = publisher(&db, &k, "term", &cp, &[]).spawn().expect("spawn");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
+        signal(&child, "-TERM");
+        let mut child = child;
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "SIGTERM exits 0 (seed {seed})");
+    }
+    writer.await.expect("writer");
+    let (records, distinct) = finish_and_count(&db, &k, "term", &cp).await;
+    println!(
+        "SIGTERM x10 (seed {seed}): {distinct} row changes, {records} records, {} duplicates",
+        records - distinct
+    );
+    assert_eq!(records, distinct, "no duplicate after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints() {
+    let (db, k) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    k.create_stream("m", 1).await;
+    db.exec(
+        "CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY); INSERT INTO c.t VALUES (1), (2)",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = publisher(
+        &db,
+        &k,
+        "m",
+        &dir.path().join("cp"),
+        &["--metrics-addr", &addr],
+    )
+    .spawn()
+    .expect("spawn");
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        if let Some(m) = get("/metrics") {
+            if m.contains("binlogstream_records_published_total 2") {
+                metrics = m;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("binlogstream_records_published_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("binlogstream_replication_lag_seconds"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("binlogstream_checkpoint_position"),
+        "{metrics}"
+    );
+    assert!(get("/healthz")
+        .expect("healthz")
+        .starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").expect("readyz").starts_with("HTTP/1.1 200"));
+    signal(&child, "-TERM");
+    let mut child = child;
+    assert!(child.wait().expect("wait").success());
+}
