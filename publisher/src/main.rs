@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Follow the source's binlog and publish every row change.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the records of a Kinesis stream (what consumers receive).
     Tail(publisher::tail::TailArgs),
 }
@@ -101,7 +101,7 @@ async fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = async {
         match cli.command {
             Command::Run(args) => {
-                let cfg = args.resolve().context("invalid configuration")?;
+                let cfg = (*args).resolve().context("invalid configuration")?;
                 info!(source = %cfg.source.addr.display(), server_id = cfg.source.server_id, start = %cfg.source.start, "starting");
                 let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
                 let server = cfg.metrics_addr.map(|addr| {
