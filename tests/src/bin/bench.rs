@@ -340,7 +340,10 @@ async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows
     let bare = bare_put_records(&kinesalite.endpoint(), "bare", rows as usize).await;
     let orig_rate = orig_rows as f64 / orig_secs;
     let our_rate = ours.rows as f64 / ours.secs;
-    println!("\nend to end into kinesalite {} (narrow table, {rows} rows; original on its first {orig_rows})", "3.3.3");
+    println!(
+        "\nend to end into kinesalite {} (narrow table, {rows} rows; original on its first {orig_rows})",
+        binlogstream_tests::kinesis::KINESALITE_VERSION
+    );
     println!(
         "{:<44} {:>12} {:>12} {:>14}",
         "run", "rows/s", "seconds", "peak RSS MiB"
