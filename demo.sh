@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on an embedded default: starts a private MariaDB (own datadir and port on
-# loopback), runs the publisher following its binlog, writes sample rows and shows the records
-# arriving on stdout. Everything it starts is stopped and removed on exit.
+# loopback) and a Kinesis emulator (kinesalite), runs the publisher following the binlog into a
+# 2-shard stream, writes sample rows, and reads the records back from the stream with
+# `publisher tail`. Everything it starts is stopped and removed on exit.
 #   ./demo.sh            write a handful of changes, show them, stop
 #   ./demo.sh --follow   keep writing a change a second until Ctrl-C
 set -euo pipefail
@@ -12,16 +13,17 @@ export BINLOGSTREAM_CACHE="${BINLOGSTREAM_CACHE:-$HOME/.cache/binlogstream}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BINLOGSTREAM_CACHE/target-$(rustc -V | tr -c '[:alnum:].\n' '_')}"
 say() { printf '\033[1m[demo %3ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
 
-say "installing MariaDB if missing"
+say "installing MariaDB and kinesalite if missing"
 bash tests/setup/install-deps.sh
 say "building the publisher (release; first build takes a few minutes)"
 cargo build --release -q -p publisher
 BIN="$CARGO_TARGET_DIR/release/publisher"
 
 WORK=$(mktemp -d /tmp/binlogstream-demo.XXXXXX)
-DB_PID=""; PUB_PID=""
+DB_PID=""; PUB_PID=""; KIN_PID=""
 cleanup() {
   [ -n "$PUB_PID" ] && kill "$PUB_PID" 2>/dev/null && wait "$PUB_PID" 2>/dev/null || true
+  [ -n "$KIN_PID" ] && kill "$KIN_PID" 2>/dev/null && wait "$KIN_PID" 2>/dev/null || true
   [ -n "$DB_PID" ] && kill "$DB_PID" 2>/dev/null && wait "$DB_PID" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -44,13 +46,29 @@ sql "DROP USER IF EXISTS ''@'localhost';
        Joined DATETIME(3), Tags SET('new','vip'), Profile JSON);"
 printf 'demo-password\n' > "$WORK/password"
 
-say "publisher: run --source mysql://repl@127.0.0.1:$PORT --password-file … --start latest --sink stdout"
+KPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+say "starting kinesalite on 127.0.0.1:$KPORT and creating stream 'changes' (2 shards)"
+node "$BINLOGSTREAM_CACHE/kinesalite-3.3.3/node_modules/kinesalite/cli.js" --port "$KPORT" --host 127.0.0.1 \
+  --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 >"$WORK/kinesalite.log" 2>&1 &
+KIN_PID=$!
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+ENDPOINT="http://127.0.0.1:$KPORT"
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null -X POST "$ENDPOINT" -H 'X-Amz-Target: Kinesis_20131202.CreateStream' \
+    -H 'Content-Type: application/x-amz-json-1.1' -d '{"StreamName":"changes","ShardCount":2}' \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=x' \
+    -H 'X-Amz-Date: 20260101T000000Z' && break
+  sleep 0.1
+done
+
+say "publisher: run --source mysql://repl@127.0.0.1:$PORT --password-file … --sink kinesis --stream changes --endpoint $ENDPOINT"
 "$BIN" run --source "mysql://repl@127.0.0.1:$PORT" --password-file "$WORK/password" \
-  --server-id 4242 --start latest --sink stdout --checkpoint-file "$WORK/checkpoint.json" &
+  --server-id 4242 --start latest --sink kinesis --stream changes --endpoint "$ENDPOINT" \
+  --checkpoint-file "$WORK/checkpoint.json" 2>"$WORK/publisher.log" &
 PUB_PID=$!
 sleep 1
 
-say "writing sample rows; each record below came from the binlog"
+say "writing sample rows"
 sql "INSERT INTO kinesistest.Users VALUES (123, 'Foo User', 10.50, '2024-02-29 13:45:00.120', 'new', '{\"lang\": \"en\"}')"
 sql "INSERT INTO kinesistest.Users VALUES (124, 'Bar user', 0, NOW(3), 'new,vip', NULL)"
 sql "UPDATE kinesistest.Users SET Name = 'Bar User', Balance = Balance + 1 WHERE idUsers = 123"
@@ -62,5 +80,7 @@ while [ "$FOLLOW" = 1 ]; do
 done
 sleep 1
 kill -TERM "$PUB_PID"; wait "$PUB_PID" || true; PUB_PID=""
-say "publisher stopped on SIGTERM; its checkpoint:"
+say "publisher stopped on SIGTERM (drained, final checkpoint written):"
 cat "$WORK/checkpoint.json" >&2
+say "reading the stream back: publisher tail --stream changes --endpoint $ENDPOINT --keys"
+"$BIN" tail --stream changes --endpoint "$ENDPOINT" --keys 2>/dev/null

@@ -20,8 +20,8 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "benchmark smoke run (20,000 rows)"
-cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000
+step "benchmark smoke run (20,000 rows; 5,000 into kinesalite)"
+cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500
 
 step "cargo test"
 cargo test --locked --workspace

@@ -22,6 +22,10 @@ if ! have_mariadb || ! command -v mariadb-install-db >/dev/null 2>&1; then
   ) 9>"$CACHE/apt.lock"
 fi
 
+if ! command -v curl >/dev/null 2>&1; then
+  ( flock 9; DEBIAN_FRONTEND=noninteractive apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null ) 9>"$CACHE/apt.lock"
+fi
+
 VENV="$CACHE/pyrepl-$PYREPL_VERSION"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] building a venv with mysql-replication==$PYREPL_VERSION (the original's decoder)" >&2
