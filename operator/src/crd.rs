@@ -1,0 +1,280 @@
+//! The `BinlogStream` resource (group `cdc.binlogstream.io`, version `v1alpha1`).
+//!
+//! The spec is the user's; the status is written by two parties under their own field
+//! managers: the operator (conditions, observedGeneration, the publisher pod) and the
+//! publisher (checkpoint, lag, counters, its own state, the source's binlog files). Neither
+//! writes the other's fields.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{ResourceRequirements, Toleration},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "cdc.binlogstream.io";
+pub const VERSION: &str = "v1alpha1";
+/// Field manager of the operator for the objects it owns.
+pub const OPERATOR_MANAGER: &str = "binlogstream-operator";
+/// Field manager of the operator's status writes. Kubernetes 1.20 needs a status apply to
+/// use a manager name never used for the main object.
+pub const OPERATOR_STATUS_MANAGER: &str = "binlogstream-operator-status";
+/// Field manager of the publisher's status writes (checkpoint and its report).
+pub const PUBLISHER_STATUS_MANAGER: &str = "binlogstream-publisher-status";
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "cdc.binlogstream.io",
+    version = "v1alpha1",
+    kind = "BinlogStream",
+    namespaced,
+    shortname = "bls",
+    status = "BinlogStreamStatus",
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.host"}"#,
+    printcolumn = r#"{"name":"Stream","type":"string","jsonPath":".spec.target.stream"}"#,
+    printcolumn = r#"{"name":"Position","type":"string","jsonPath":".status.checkpoint.display"}"#,
+    printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagSeconds"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogStreamSpec {
+    /// The MySQL or MariaDB server to read, as a replica.
+    pub source: SourceSpec,
+    /// Which tables to capture.
+    #[serde(default)]
+    pub tables: TablesSpec,
+    /// The Kinesis stream to write.
+    pub target: TargetSpec,
+    /// Where to begin when no checkpoint exists: `latest` (default), `earliest` (the oldest
+    /// binlog the server keeps), `FILE:POS`, or `gtid:D-S-N[,...]` (MariaDB). Ignored once
+    /// a checkpoint is in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub lag: LagSpec,
+    #[serde(default)]
+    pub publisher: PublisherSpec,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    pub host: String,
+    /// TCP port (1-65535).
+    #[serde(default = "default_port")]
+    pub port: i64,
+    pub user: String,
+    /// Secret key holding the password.
+    pub password_secret_ref: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Replica server id, unique among the source's replicas. Default: derived from the
+    /// resource's UID, so two streams never share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<i64>,
+}
+
+fn default_port() -> i64 {
+    3306
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret in the resource's namespace.
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// CA bundle (PEM) to verify the server with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    Disabled,
+    Required,
+    VerifyCA,
+    VerifyIdentity,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TablesSpec {
+    /// `schema.table` patterns to capture (`*` wildcard); empty: every table.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// `schema.table` patterns never captured.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    pub stream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint override (VPC endpoint, emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `primary-key` (default), `table`, or `constant:VALUE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally
+    /// `AWS_SESSION_TOKEN`). Without it the pod's own AWS identity is used (IRSA: annotate
+    /// the service account through `spec.publisher.serviceAccountAnnotations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretNameRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretNameRef {
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// Add the `position` key to every record.
+    #[serde(default)]
+    pub position: bool,
+    /// Rows over Kinesis's 1 MiB limit: `fail` (default), `skip`, or `key-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversize: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LagSpec {
+    /// `Lagging` becomes True when the lag exceeds this many seconds.
+    #[serde(default = "default_lag")]
+    pub threshold_seconds: i64,
+}
+
+fn default_lag() -> i64 {
+    60
+}
+
+impl Default for LagSpec {
+    fn default() -> Self {
+        LagSpec {
+            threshold_seconds: default_lag(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherSpec {
+    /// Publisher image; defaults to the operator's configured image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Annotations for the publisher's service account (e.g. `eks.amazonaws.com/role-arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogStreamStatus {
+    /// Operator: the generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Operator: the current publisher pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_pod: Option<String>,
+    /// Operator: Ready, Lagging, Degraded, BinlogAtRisk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Publisher: where a restarted publisher resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStatus>,
+    /// Publisher: now minus the timestamp of the newest acknowledged event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// Publisher: records acknowledged by Kinesis since the publisher started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_published: Option<i64>,
+    /// Publisher: its own state and last problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherReport>,
+    /// Publisher: the binlog files the source keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_binlogs: Option<SourceBinlogs>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    pub file: String,
+    pub position: i64,
+    /// Rows of the transaction starting at file:position already delivered.
+    #[serde(default)]
+    pub rows_in_transaction: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_set: Option<String>,
+    /// Event timestamp (RFC 3339) of the last delivered event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// When the publisher wrote this checkpoint (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<String>,
+    /// `file:position` for printer columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherReport {
+    /// `Running`, `Retrying` (a transient problem, being retried), or `Failed` (stopped).
+    pub state: String,
+    /// One CamelCase word: `SourceUnreachable`, `KinesisFailing`, `OversizeRow`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When this state was reported (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceBinlogs {
+    pub oldest: String,
+    pub newest: String,
+    pub count: i64,
+}
+
+impl BinlogStream {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,381 @@
+//! The objects one BinlogStream owns, built as plain values (no API calls): a ServiceAccount,
+//! a Role and RoleBinding that let the publisher read its own resource and patch only its
+//! status, and a one-replica Recreate Deployment (never two publishers on one source).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
+            KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+            SecretEnvSource, SecretVolumeSource, SecurityContext, ServiceAccount, Volume,
+            VolumeMount,
+        },
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::BinlogStream;
+
+pub const METRICS_PORT: i32 = 9464;
+
+/// Operator-wide settings the children depend on.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    pub publisher_image: String,
+    pub image_pull_policy: Option<String>,
+}
+
+/// Name of every child object: `bls-<name>`, cut to fit DNS-1123 labels.
+pub fn child_name(bls: &BinlogStream) -> String {
+    let mut n = format!("bls-{}", bls.name_any());
+    n.truncate(63);
+    n.trim_end_matches('-').to_string()
+}
+
+pub fn labels(bls: &BinlogStream) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "binlogstream-publisher".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), bls.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "binlogstream-operator".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "publisher".to_string(),
+        ),
+    ])
+}
+
+pub fn selector_labels(bls: &BinlogStream) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "binlogstream-publisher".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), bls.name_any()),
+    ])
+}
+
+fn meta(bls: &BinlogStream) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(bls)),
+        namespace: bls.namespace(),
+        labels: Some(labels(bls)),
+        owner_references: bls.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// A server id derived from the resource's UID: stable for the resource's life, different
+/// between resources, in a range real servers rarely use.
+pub fn derived_server_id(bls: &BinlogStream) -> u32 {
+    let uid = bls
+        .uid()
+        .unwrap_or_else(|| format!("{}/{}", bls.namespace().unwrap_or_default(), bls.name_any()));
+    let mut h: u32 = 0x811c_9dc5;
+    for b in uid.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x4000_0000 | (h & 0x3fff_ffff)
+}
+
+pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
+    let mut m = meta(bls);
+    m.annotations = bls.spec.publisher.service_account_annotations.clone();
+    ServiceAccount {
+        metadata: m,
+        ..Default::default()
+    }
+}
+
+fn secret_names(bls: &BinlogStream) -> Vec<String> {
+    let s = &bls.spec;
+    let mut names = vec![s.source.password_secret_ref.name.clone()];
+    if let Some(ca) = s.source.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        names.push(ca.name.clone());
+    }
+    if let Some(c) = &s.target.credentials_secret_ref {
+        names.push(c.name.clone());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn role(bls: &BinlogStream) -> Role {
+    let name = bls.name_any();
+    Role {
+        metadata: meta(bls),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![crate::crd::GROUP.into()]),
+                resources: Some(vec!["binlogstreams".into()]),
+                resource_names: Some(vec![name.clone()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![crate::crd::GROUP.into()]),
+                resources: Some(vec!["binlogstreams/status".into()]),
+                resource_names: Some(vec![name]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(secret_names(bls)),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+pub fn role_binding(bls: &BinlogStream) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(bls),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: child_name(bls),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: child_name(bls),
+            namespace: bls.namespace(),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// The publisher's settings, as the environment variables its command line reads.
+pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
+    let s = &bls.spec;
+    let ns = bls.namespace().unwrap_or_default();
+    let mut v = vec![
+        env(
+            "BINLOGSTREAM_SOURCE",
+            format!(
+                "mysql://{}@{}:{}",
+                s.source.user, s.source.host, s.source.port
+            ),
+        ),
+        env(
+            "BINLOGSTREAM_PASSWORD_FILE",
+            "/etc/binlogstream/source/password",
+        ),
+        env(
+            "BINLOGSTREAM_SERVER_ID",
+            s.source
+                .server_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| derived_server_id(bls).to_string()),
+        ),
+        env(
+            "BINLOGSTREAM_START",
+            s.start.clone().unwrap_or_else(|| "latest".into()),
+        ),
+        env("BINLOGSTREAM_SINK", "kinesis"),
+        env("BINLOGSTREAM_STREAM", s.target.stream.clone()),
+        env(
+            "BINLOGSTREAM_CHECKPOINT_KUBERNETES",
+            format!("{ns}/{}", bls.name_any()),
+        ),
+        env(
+            "BINLOGSTREAM_METRICS_ADDR",
+            format!("0.0.0.0:{METRICS_PORT}"),
+        ),
+        env("BINLOGSTREAM_LOG_FORMAT", "json"),
+        env("BINLOGSTREAM_POSITION", s.output.position.to_string()),
+        env("AWS_EC2_METADATA_DISABLED", "false"),
+    ];
+    if !s.tables.include.is_empty() {
+        v.push(env("BINLOGSTREAM_INCLUDE", s.tables.include.join(",")));
+    }
+    if !s.tables.exclude.is_empty() {
+        v.push(env("BINLOGSTREAM_EXCLUDE", s.tables.exclude.join(",")));
+    }
+    if let Some(r) = &s.target.region {
+        v.push(env("BINLOGSTREAM_REGION", r.clone()));
+        v.push(env("AWS_REGION", r.clone()));
+    }
+    if let Some(e) = &s.target.endpoint {
+        v.push(env("BINLOGSTREAM_ENDPOINT", e.clone()));
+    }
+    if let Some(pk) = &s.target.partition_key {
+        v.push(env("BINLOGSTREAM_PARTITION_KEY", pk.clone()));
+    }
+    if let Some(o) = &s.output.oversize {
+        v.push(env("BINLOGSTREAM_OVERSIZE", o.clone()));
+    }
+    v
+}
+
+pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
+    let s = &bls.spec;
+    let name = child_name(bls);
+    let mut volumes = vec![Volume {
+        name: "source-password".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(s.source.password_secret_ref.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: s.source.password_secret_ref.key.clone(),
+                path: "password".into(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "source-password".into(),
+        mount_path: "/etc/binlogstream/source".into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if let Some(ca) = s.source.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        volumes.push(Volume {
+            name: "source-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: "ca.pem".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "source-ca".into(),
+            mount_path: "/etc/binlogstream/tls".into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "publisher".into(),
+        image: Some(
+            s.publisher
+                .image
+                .clone()
+                .unwrap_or_else(|| cfg.publisher_image.clone()),
+        ),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        args: Some(vec!["run".into()]),
+        env: Some(publisher_env(bls)),
+        env_from: s.target.credentials_secret_ref.as_ref().map(|c| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: c.name.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }]
+        }),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: METRICS_PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            ..probe("/healthz")
+        }),
+        resources: s.publisher.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut pod_labels = labels(bls);
+    pod_labels.extend(selector_labels(bls));
+    Deployment {
+        metadata: meta(bls),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(bls)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        "binlogstream.io/spec-generation".to_string(),
+                        bls.meta().generation.unwrap_or(0).to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: s.publisher.node_selector.clone(),
+                    tolerations: s.publisher.tolerations.clone(),
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,254 @@
+//! Status conditions from what the publisher reports and what its pod is doing. Pure: the
+//! controller gathers the inputs, this decides.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+use crate::crd::{BinlogStream, BinlogStreamStatus};
+
+pub const READY: &str = "Ready";
+pub const LAGGING: &str = "Lagging";
+pub const DEGRADED: &str = "Degraded";
+pub const BINLOG_AT_RISK: &str = "BinlogAtRisk";
+
+/// What the operator sees of the publisher's pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodState {
+    /// No pod yet (just created, or being replaced).
+    Missing,
+    Pending {
+        reason: String,
+        message: String,
+    },
+    Running {
+        ready: bool,
+    },
+    /// Restarting after failures (CrashLoopBackOff and the like).
+    Failing {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Everything the conditions depend on.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub bls: &'a BinlogStream,
+    /// `Err(message)` when the spec is invalid (names the field).
+    pub spec: Result<(), String>,
+    pub pod: PodState,
+    pub now: Timestamp,
+}
+
+struct Want {
+    type_: &'static str,
+    status: &'static str,
+    reason: String,
+    message: String,
+}
+
+fn want(
+    type_: &'static str,
+    status: &'static str,
+    reason: &str,
+    message: impl Into<String>,
+) -> Want {
+    Want {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+fn file_number(name: &str) -> Option<i64> {
+    name.rsplit('.').next()?.parse().ok()
+}
+
+fn at_risk(status: &BinlogStreamStatus) -> Want {
+    let (Some(cp), Some(binlogs)) = (&status.checkpoint, &status.source_binlogs) else {
+        return want(
+            BINLOG_AT_RISK,
+            "Unknown",
+            "NoCheckpointYet",
+            "the publisher has not reported a checkpoint and the source's binlogs yet",
+        );
+    };
+    let (Some(at), Some(oldest)) = (file_number(&cp.file), file_number(&binlogs.oldest)) else {
+        return want(
+            BINLOG_AT_RISK,
+            "Unknown",
+            "UnknownBinlogNames",
+            format!("cannot compare {} with {}", cp.file, binlogs.oldest),
+        );
+    };
+    if at < oldest {
+        want(
+            BINLOG_AT_RISK,
+            "True",
+            "CheckpointPurged",
+            format!(
+                "the checkpoint's binlog {} is already purged from the source (oldest kept: {}); the publisher cannot resume without losing changes",
+                cp.file, binlogs.oldest
+            ),
+        )
+    } else if at == oldest {
+        want(
+            BINLOG_AT_RISK,
+            "True",
+            "CheckpointInOldestBinlog",
+            format!(
+                "the checkpoint is in {}, the oldest binlog the source keeps ({} files kept); the next purge loses the position",
+                cp.file, binlogs.count
+            ),
+        )
+    } else {
+        want(
+            BINLOG_AT_RISK,
+            "False",
+            "CheckpointSafe",
+            format!(
+                "the checkpoint is {} binlog files newer than the oldest kept ({})",
+                at - oldest,
+                binlogs.oldest
+            ),
+        )
+    }
+}
+
+fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus) -> Want {
+    let threshold = bls.spec.lag.threshold_seconds;
+    match status.lag_seconds {
+        None => want(
+            LAGGING,
+            "Unknown",
+            "NoLagReported",
+            "the publisher has not reported its lag yet",
+        ),
+        Some(lag) if lag > threshold => want(
+            LAGGING,
+            "True",
+            "LagAboveThreshold",
+            format!("replication lag is {lag}s, above the threshold of {threshold}s"),
+        ),
+        Some(lag) => want(
+            LAGGING,
+            "False",
+            "LagWithinThreshold",
+            format!("replication lag is {lag}s (threshold {threshold}s)"),
+        ),
+    }
+}
+
+/// The conditions to write, keeping `lastTransitionTime` of those whose status did not change.
+pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
+    let bls = inputs.bls;
+    let status = bls.status.clone().unwrap_or_default();
+    let report = status.publisher.clone().unwrap_or_default();
+    let report_msg = report.message.clone().unwrap_or_default();
+
+    let (ready, degraded) = match (&inputs.spec, &inputs.pod, report.state.as_str()) {
+        (Err(msg), _, _) => (
+            want(READY, "False", "InvalidSpec", msg.clone()),
+            want(DEGRADED, "True", "InvalidSpec", msg.clone()),
+        ),
+        (Ok(()), PodState::Failing { reason, message }, _) => {
+            let detail = if report_msg.is_empty() {
+                message.clone()
+            } else {
+                format!("{message}; publisher: {report_msg}")
+            };
+            let reason = report
+                .reason
+                .clone()
+                .filter(|_| report.state == "Failed")
+                .unwrap_or_else(|| reason.clone());
+            (
+                want(READY, "False", &reason, detail.clone()),
+                want(DEGRADED, "True", &reason, detail),
+            )
+        }
+        (Ok(()), _, "Failed") | (Ok(()), _, "Retrying") => {
+            let reason = report
+                .reason
+                .clone()
+                .unwrap_or_else(|| "PublisherFailing".into());
+            (
+                want(READY, "False", &reason, report_msg.clone()),
+                want(DEGRADED, "True", &reason, report_msg.clone()),
+            )
+        }
+        (Ok(()), PodState::Pending { reason, message }, _) => (
+            want(READY, "False", reason, message.clone()),
+            want(DEGRADED, "True", reason, message.clone()),
+        ),
+        (Ok(()), PodState::Missing, _) => (
+            want(
+                READY,
+                "False",
+                "PublisherStarting",
+                "the publisher pod is being created",
+            ),
+            want(DEGRADED, "False", "NoProblem", ""),
+        ),
+        (Ok(()), PodState::Running { ready: false }, _) => (
+            want(
+                READY,
+                "False",
+                "PublisherStarting",
+                "the publisher is starting (connecting to the source and the stream)",
+            ),
+            want(DEGRADED, "False", "NoProblem", ""),
+        ),
+        (Ok(()), PodState::Running { ready: true }, _) => (
+            want(
+                READY,
+                "True",
+                "Streaming",
+                "the publisher is streaming row changes",
+            ),
+            want(DEGRADED, "False", "NoProblem", ""),
+        ),
+    };
+    let wants = [ready, lagging(bls, &status), degraded, at_risk(&status)];
+    let generation = bls.metadata.generation;
+    wants
+        .into_iter()
+        .map(|w| {
+            let previous = status.conditions.iter().find(|c| c.type_ == w.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == w.status => p.last_transition_time.clone(),
+                _ => Time(inputs.now),
+            };
+            Condition {
+                type_: w.type_.to_string(),
+                status: w.status.to_string(),
+                reason: w.reason,
+                message: w.message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Conditions whose status changed, for events: (type, new status, reason, message).
+pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String, String, String)> {
+    new.iter()
+        .filter(|n| {
+            old.iter()
+                .find(|o| o.type_ == n.type_)
+                .is_none_or(|o| o.status != n.status || o.reason != n.reason)
+        })
+        .map(|n| {
+            (
+                n.type_.clone(),
+                n.status.clone(),
+                n.reason.clone(),
+                n.message.clone(),
+            )
+        })
+        .collect()
+}

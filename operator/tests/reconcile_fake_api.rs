@@ -1,0 +1,379 @@
+//! Reconciler scenarios against a faked API server: each expected request is checked
+//! (method, path, body) and answered in order.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::{api::core::v1::Secret, ByteString};
+use kube::{client::Body, Client};
+use operator::{
+    controller::{reconcile, Context},
+    crd::{BinlogStream, BinlogStreamSpec},
+    metrics::OperatorMetrics,
+    reconcile::build::BuildConfig,
+};
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+type H = Handle<Request<Body>, Response<Body>>;
+
+fn stream(spec: Value) -> BinlogStream {
+    let mut bls = BinlogStream::new(
+        "orders",
+        serde_json::from_value::<BinlogStreamSpec>(spec).expect("spec"),
+    );
+    bls.metadata.namespace = Some("shop".into());
+    bls.metadata.uid = Some("0b5c6f2e-1111-2222-3333-444455556666".into());
+    bls.metadata.generation = Some(3);
+    bls
+}
+
+fn valid_spec() -> Value {
+    json!({
+        "source": {"host": "db.shop", "port": 3306, "user": "repl", "passwordSecretRef": {"name": "db-pw", "key": "password"}},
+        "tables": {"include": ["shop.*"]},
+        "target": {"stream": "shop-changes", "region": "eu-west-1"},
+        "start": "earliest"
+    })
+}
+
+fn ok_json(v: Value) -> Response<Body> {
+    Response::builder()
+        .body(Body::from(serde_json::to_vec(&v).expect("json")))
+        .expect("response")
+}
+
+fn not_found() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(Body::from(
+            serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}))
+                .expect("json"),
+        ))
+        .expect("response")
+}
+
+async fn body_json(req: Request<Body>) -> (String, String, Value) {
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let bytes = req.into_body().collect_bytes().await.expect("body");
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("json body")
+    };
+    (method, uri, v)
+}
+
+/// Takes the next request, checks method and path prefix, answers with `resp(body)`.
+async fn expect(
+    h: &mut H,
+    method: &str,
+    path: &str,
+    resp: impl FnOnce(&Value) -> Response<Body>,
+) -> Value {
+    let Some((req, send)) = h.next_request().await else {
+        panic!("the reconciler made no further request (expected {method} {path})");
+    };
+    let (m, uri, body) = body_json(req).await;
+    assert_eq!(m, method, "method of {uri}");
+    assert!(
+        uri.starts_with(path),
+        "expected {method} {path}, got {m} {uri}"
+    );
+    send.send_response(resp(&body));
+    body
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        BuildConfig {
+            publisher_image: "binlogstream/publisher:0.1.0".into(),
+            image_pull_policy: None,
+        },
+        Arc::new(OperatorMetrics::default()),
+    ))
+}
+
+fn secret() -> Value {
+    let s = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("db-pw".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        data: Some([("password".to_string(), ByteString(b"pw".to_vec()))].into()),
+        ..Default::default()
+    };
+    serde_json::to_value(s).expect("secret")
+}
+
+fn echo(body: &Value) -> Response<Body> {
+    ok_json(body.clone())
+}
+
+/// Answers a status patch like the API server: the whole object with the new status.
+fn with_status(bls: &BinlogStream) -> impl FnOnce(&Value) -> Response<Body> + '_ {
+    move |patch: &Value| {
+        let mut obj = serde_json::to_value(bls).expect("object");
+        obj["status"] = patch["status"].clone();
+        ok_json(obj)
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+async fn drain_events(h: &mut H, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            expect(
+                h,
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                echo,
+            )
+            .await,
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn create_applies_every_child_and_reports_starting() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let sa = expect(&mut h, "PATCH", "/api/v1/namespaces/shop/serviceaccounts/bls-orders?&force=true&fieldManager=binlogstream-operator", echo).await;
+    assert_eq!(sa["metadata"]["ownerReferences"][0]["kind"], "BinlogStream");
+    assert_eq!(sa["metadata"]["ownerReferences"][0]["controller"], true);
+    let role = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        echo,
+    )
+    .await;
+    let rules = role["rules"].as_array().expect("rules");
+    assert_eq!(rules[0]["resourceNames"], json!(["orders"]));
+    assert_eq!(rules[1]["resources"], json!(["binlogstreams/status"]));
+    assert_eq!(rules[1]["verbs"], json!(["get", "patch"]));
+    assert_eq!(rules[2]["resourceNames"], json!(["db-pw"]));
+    let rb = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        echo,
+    )
+    .await;
+    assert_eq!(rb["subjects"][0]["name"], "bls-orders");
+    let dep = expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        echo,
+    )
+    .await;
+    assert_eq!(dep["spec"]["replicas"], 1);
+    assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
+    let container = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "binlogstream/publisher:0.1.0");
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or("").to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("BINLOGSTREAM_SOURCE"), "mysql://repl@db.shop:3306");
+    assert_eq!(get("BINLOGSTREAM_CHECKPOINT_KUBERNETES"), "shop/orders");
+    assert_eq!(get("BINLOGSTREAM_START"), "earliest");
+    assert_eq!(get("BINLOGSTREAM_INCLUDE"), "shop.*");
+    let server_id: u32 = get("BINLOGSTREAM_SERVER_ID").parse().expect("server id");
+    assert!(
+        server_id >= 1 << 30,
+        "derived from the UID into a high range"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/pods?&labelSelector=",
+        |_| ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
+    )
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status?&force=true&fieldManager=binlogstream-operator-status",
+        with_status(&bls),
+    )
+    .await;
+    assert_eq!(status["status"]["observedGeneration"], 3);
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("PublisherStarting"))
+    );
+    assert_eq!(condition(&status, "Lagging")["status"], "Unknown");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(condition(&status, "BinlogAtRisk")["status"], "Unknown");
+    let events = drain_events(&mut h, 4).await;
+    assert!(events.iter().any(|e| e["reason"] == "PublisherStarting"));
+    let action = task.await.expect("task").expect("reconcile ok");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15))
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_ready_false_naming_the_field_and_creates_nothing() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["source"]["port"] = json!(70000);
+    let bls = Arc::new(stream(spec));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(
+        ready["message"],
+        "spec.source.port: 70000 is not a TCP port (1-65535)"
+    );
+    let events = drain_events(&mut h, 4).await;
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "Warning" && e["reason"] == "InvalidSpec"));
+    task.await.expect("task").expect("reconcile ok");
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_ready_false_naming_the_field() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| not_found(),
+    )
+    .await;
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    assert_eq!(
+        condition(&status, "Ready")["message"],
+        "spec.source.passwordSecretRef: secret `db-pw` does not exist in namespace `shop`"
+    );
+    drain_events(&mut h, 4).await;
+    let action = task.await.expect("task").expect("reconcile ok");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(30))
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_left_to_the_garbage_collector() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut bls = stream(valid_spec());
+    bls.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let action = reconcile(Arc::new(bls), ctx).await.expect("ok");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let next = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
+    assert!(
+        !matches!(next, Ok(Some(_))),
+        "no API call for a deleted resource"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_conditions_are_not_rewritten() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["source"]["port"] = json!(0);
+    let mut bls = stream(spec);
+    // The status as the first reconcile would have left it.
+    let inputs = operator::reconcile::conditions::Inputs {
+        bls: &bls,
+        spec: Err("spec.source.port: 0 is not a TCP port (1-65535)".into()),
+        pod: operator::reconcile::conditions::PodState::Missing,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    };
+    let conds = operator::reconcile::conditions::compute(&inputs);
+    bls.status = Some(operator::crd::BinlogStreamStatus {
+        observed_generation: Some(3),
+        conditions: conds,
+        ..Default::default()
+    });
+    let task = tokio::spawn(reconcile(Arc::new(bls), ctx));
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    task.await.expect("task").expect("ok");
+    let next = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
+    assert!(
+        !matches!(next, Ok(Some(_))),
+        "no status write or event when nothing changed"
+    );
+}
