@@ -20,6 +20,17 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+step "crds/ and the chart's CRD match crdgen"
+cargo run --locked -q -p operator --bin crdgen > "$CARGO_TARGET_DIR/crd.yaml"
+diff -u crds/binlogstream.yaml "$CARGO_TARGET_DIR/crd.yaml" || { echo "crds/binlogstream.yaml is stale: run cargo run -p operator --bin crdgen > crds/binlogstream.yaml" >&2; exit 1; }
+diff -u crds/binlogstream.yaml charts/binlogstream/crds/binlogstream.yaml || { echo "charts/binlogstream/crds/binlogstream.yaml differs from crds/binlogstream.yaml: copy it" >&2; exit 1; }
+
+step "helm lint and template"
+HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
+"$HELM" lint --strict charts/binlogstream
+"$HELM" template ci charts/binlogstream --namespace bls-system --include-crds >/dev/null
+"$HELM" template ci charts/binlogstream --set metrics.serviceMonitor.enabled=true --set replicaCount=2 >/dev/null
+
 step "benchmark smoke run (20,000 rows; 5,000 into kinesalite)"
 cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500
 

@@ -71,6 +71,14 @@ pub struct RunArgs {
     /// Store the resume position in this file (atomic replace).
     #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_FILE")]
     pub checkpoint_file: Option<PathBuf>,
+    /// Store the resume position in the status of this BinlogStream (NAMESPACE/NAME), as the
+    /// operator's publisher pods do.
+    #[arg(
+        long,
+        env = "BINLOGSTREAM_CHECKPOINT_KUBERNETES",
+        conflicts_with = "checkpoint_file"
+    )]
+    pub checkpoint_kubernetes: Option<String>,
     /// Exit once the current end of the binlog is reached.
     #[arg(long, env = "BINLOGSTREAM_STOP_AT_END", num_args = 0..=1, default_missing_value = "true")]
     pub stop_at_end: Option<bool>,
@@ -160,6 +168,7 @@ pub struct RunConfig {
     /// Set when `sink` is Kinesis.
     pub kinesis: Option<KinesisConfig>,
     pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_kubernetes: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub pipeline: PipelineOptions,
 }
@@ -335,6 +344,7 @@ impl RunArgs {
             kinesis,
             metrics_addr,
             checkpoint_file: self.checkpoint_file.or(file.checkpoint_file),
+            checkpoint_kubernetes: self.checkpoint_kubernetes,
             pipeline: PipelineOptions {
                 linger,
                 checkpoint_interval,

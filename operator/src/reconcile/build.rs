@@ -318,6 +318,9 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
             ..probe("/healthz")
         }),
         resources: s.publisher.resources.clone(),
+        // A publisher that stops before its first status report still explains itself
+        // through the pod's termination message, which the conditions quote.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -1,6 +1,7 @@
 //! Where the publisher remembers how far consumers have been served.
 
 pub mod file;
+pub mod kubernetes;
 
 use std::future::Future;
 

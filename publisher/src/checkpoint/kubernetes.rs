@@ -1,0 +1,201 @@
+//! The checkpoint in the status of the publisher's own BinlogStream, for publishers run by
+//! the operator. The publisher owns `status.checkpoint`, `lagSeconds`, `recordsPublished`,
+//! `publisher` and `sourceBinlogs`, applied with server-side apply under its own field
+//! manager; the operator's conditions are never touched.
+//!
+//! One applier writes all of the publisher's fields every time: with server-side apply, a
+//! manager that leaves out a field it owned removes it.
+
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    api::{Api, Patch, PatchParams},
+    Client,
+};
+use operator::crd::{
+    BinlogStream, CheckpointStatus, PublisherReport, SourceBinlogs, PUBLISHER_STATUS_MANAGER,
+};
+use serde_json::json;
+
+use super::{CheckpointError, CheckpointStore};
+use crate::{metrics::Metrics, position::Checkpoint};
+
+#[derive(Default)]
+struct Reported {
+    checkpoint: Option<Checkpoint>,
+    report: Option<PublisherReport>,
+    binlogs: Option<SourceBinlogs>,
+}
+
+/// Shared by the checkpoint store (pipeline) and the periodic status reporter.
+#[derive(Clone)]
+pub struct StatusWriter {
+    api: Api<BinlogStream>,
+    name: String,
+    metrics: Arc<Metrics>,
+    state: Arc<Mutex<Reported>>,
+    /// Serialises the writes themselves.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn rfc3339(ts: i64) -> Option<String> {
+    Timestamp::from_second(ts).ok().map(|t| t.to_string())
+}
+
+fn err(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Other(format!("BinlogStream status: {e}"))
+}
+
+impl StatusWriter {
+    /// `resource` is `NAMESPACE/NAME`.
+    pub async fn new(
+        resource: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<StatusWriter, CheckpointError> {
+        let (ns, name) = resource
+            .split_once('/')
+            .filter(|(n, m)| !n.is_empty() && !m.is_empty())
+            .ok_or_else(|| err(format!("`{resource}` is not NAMESPACE/NAME")))?;
+        let client = Client::try_default().await.map_err(err)?;
+        Ok(StatusWriter {
+            api: Api::namespaced(client, ns),
+            name: name.to_string(),
+            metrics,
+            state: Arc::new(Mutex::new(Reported::default())),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub fn set_report(&self, state: &str, reason: Option<&str>, message: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            let same = s.report.as_ref().is_some_and(|r| {
+                r.state == state && r.reason.as_deref() == reason && r.message == message
+            });
+            if !same {
+                s.report = Some(PublisherReport {
+                    state: state.to_string(),
+                    reason: reason.map(str::to_string),
+                    message,
+                    time: Some(Timestamp::now().to_string()),
+                });
+            }
+        }
+    }
+
+    pub fn set_binlogs(&self, oldest: &str, newest: &str, count: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.binlogs = Some(SourceBinlogs {
+                oldest: oldest.to_string(),
+                newest: newest.to_string(),
+                count: count as i64,
+            });
+        }
+    }
+
+    /// Writes everything the publisher owns in the status.
+    pub async fn write(&self) -> Result<(), CheckpointError> {
+        let _guard = self.write_lock.lock().await;
+        let (checkpoint, report, binlogs) = {
+            let s = self.state.lock().map_err(err)?;
+            (s.checkpoint.clone(), s.report.clone(), s.binlogs.clone())
+        };
+        let checkpoint = checkpoint.map(|cp| CheckpointStatus {
+            display: Some(format!("{}:{}", cp.file, cp.pos)),
+            file: cp.file,
+            position: cp.pos as i64,
+            rows_in_transaction: cp.rows_done as i64,
+            gtid_set: cp.gtid_state.map(|g| g.to_string()),
+            event_time: (cp.event_ts > 0)
+                .then(|| rfc3339(i64::from(cp.event_ts)))
+                .flatten(),
+            written_at: Some(Timestamp::now().to_string()),
+        });
+        let mut status = serde_json::Map::new();
+        if let Some(cp) = checkpoint {
+            status.insert("checkpoint".into(), serde_json::to_value(cp).map_err(err)?);
+        }
+        if let Some(lag) = self.metrics.lag_seconds() {
+            status.insert("lagSeconds".into(), json!(lag));
+        }
+        status.insert(
+            "recordsPublished".into(),
+            json!(self.metrics.records_published.get()),
+        );
+        if let Some(r) = report {
+            status.insert("publisher".into(), serde_json::to_value(r).map_err(err)?);
+        }
+        if let Some(b) = binlogs {
+            status.insert(
+                "sourceBinlogs".into(),
+                serde_json::to_value(b).map_err(err)?,
+            );
+        }
+        let patch = json!({
+            "apiVersion": "cdc.binlogstream.io/v1alpha1",
+            "kind": "BinlogStream",
+            "status": status,
+        });
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(PUBLISHER_STATUS_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+pub struct KubeCheckpoint {
+    pub writer: StatusWriter,
+}
+
+impl CheckpointStore for KubeCheckpoint {
+    async fn load(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let obj = self
+            .writer
+            .api
+            .get_status(&self.writer.name)
+            .await
+            .map_err(err)?;
+        let Some(cp) = obj.status.and_then(|s| s.checkpoint) else {
+            return Ok(None);
+        };
+        let gtid_state = match cp.gtid_set.as_deref() {
+            Some(g) if !g.is_empty() => Some(g.parse().map_err(|e| CheckpointError::Corrupt {
+                path: format!("{}.status.checkpoint.gtidSet", self.writer.name),
+                reason: format!("{e}"),
+            })?),
+            _ => None,
+        };
+        let event_ts = cp
+            .event_time
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.as_second() as u32)
+            .unwrap_or(0);
+        let restored = Checkpoint {
+            file: cp.file,
+            pos: u64::try_from(cp.position).map_err(|_| CheckpointError::Corrupt {
+                path: format!("{}.status.checkpoint.position", self.writer.name),
+                reason: "negative".into(),
+            })?,
+            rows_done: u64::try_from(cp.rows_in_transaction).unwrap_or(0),
+            gtid_state,
+            event_ts,
+        };
+        if let Ok(mut s) = self.writer.state.lock() {
+            s.checkpoint = Some(restored.clone());
+        }
+        Ok(Some(restored))
+    }
+
+    async fn save(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        if let Ok(mut s) = self.writer.state.lock() {
+            s.checkpoint = Some(cp.clone());
+        }
+        self.writer.write().await
+    }
+}
