@@ -58,13 +58,22 @@ impl StatusWriter {
             .filter(|(n, m)| !n.is_empty() && !m.is_empty())
             .ok_or_else(|| err(format!("`{resource}` is not NAMESPACE/NAME")))?;
         let client = Client::try_default().await.map_err(err)?;
-        Ok(StatusWriter {
-            api: Api::namespaced(client, ns),
+        Ok(StatusWriter::with_client(client, ns, name, metrics))
+    }
+
+    pub fn with_client(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        metrics: Arc<Metrics>,
+    ) -> StatusWriter {
+        StatusWriter {
+            api: Api::namespaced(client, namespace),
             name: name.to_string(),
             metrics,
             state: Arc::new(Mutex::new(Reported::default())),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        }
     }
 
     pub fn set_report(&self, state: &str, reason: Option<&str>, message: Option<String>) {
@@ -197,5 +206,98 @@ impl CheckpointStore for KubeCheckpoint {
             s.checkpoint = Some(cp.clone());
         }
         self.writer.write().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn object(status: Value) -> Value {
+        json!({
+            "apiVersion": "cdc.binlogstream.io/v1alpha1", "kind": "BinlogStream",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"source": {"host": "db", "user": "repl", "passwordSecretRef": {"name": "pw", "key": "password"}},
+                     "target": {"stream": "s"}},
+            "status": status
+        })
+    }
+
+    #[tokio::test]
+    async fn loads_and_saves_only_the_publishers_fields() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let metrics = Arc::new(Metrics::new());
+        let mut store = KubeCheckpoint {
+            writer: StatusWriter::with_client(client, "shop", "orders", metrics),
+        };
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("load");
+            assert_eq!(req.method(), "GET");
+            assert_eq!(
+                req.uri().path(),
+                "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status"
+            );
+            let status = json!({
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Streaming", "message": "",
+                                "lastTransitionTime": "2026-11-24T00:00:00Z"}],
+                "checkpoint": {"file": "binlog.000007", "position": 1234, "rowsInTransaction": 3,
+                               "gtidSet": "0-1-55", "eventTime": "2026-11-24T10:00:00Z"}
+            });
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(status)).expect("json"),
+            )));
+
+            let (req, send) = handle.next_request().await.expect("save");
+            assert_eq!(req.method(), "PATCH");
+            let uri = req.uri().to_string();
+            assert!(
+                uri.contains("fieldManager=binlogstream-publisher-status")
+                    && uri.contains("force=true"),
+                "{uri}"
+            );
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            let st = &body["status"];
+            assert_eq!(st["checkpoint"]["file"], "binlog.000008");
+            assert_eq!(st["checkpoint"]["position"], 4);
+            assert_eq!(st["checkpoint"]["rowsInTransaction"], 0);
+            assert_eq!(st["checkpoint"]["display"], "binlog.000008:4");
+            assert_eq!(st["recordsPublished"], 0);
+            assert!(
+                st.get("conditions").is_none(),
+                "the operator's fields are never written"
+            );
+            assert!(st.get("observedGeneration").is_none());
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(st.clone())).expect("json"),
+            )));
+        });
+        let cp = store.load().await.expect("load").expect("a checkpoint");
+        assert_eq!(
+            (cp.file.as_str(), cp.pos, cp.rows_done),
+            ("binlog.000007", 1234, 3)
+        );
+        assert_eq!(
+            cp.gtid_state.map(|g| g.to_string()).as_deref(),
+            Some("0-1-55")
+        );
+        assert_eq!(cp.event_ts, 1_795_514_400);
+        store
+            .save(&Checkpoint {
+                file: "binlog.000008".into(),
+                pos: 4,
+                rows_done: 0,
+                gtid_state: None,
+                event_ts: 0,
+            })
+            .await
+            .expect("save");
+        server.await.expect("fake API server");
     }
 }
