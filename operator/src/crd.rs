@@ -153,6 +153,9 @@ pub struct OutputSpec {
     /// Add the `position` key to every record.
     #[serde(default)]
     pub position: bool,
+    /// Pack rows into KPL aggregated records (consumers need a de-aggregating reader).
+    #[serde(default)]
+    pub aggregate: bool,
     /// Rows over Kinesis's 1 MiB limit: `fail` (default), `skip`, or `key-only`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oversize: Option<String>,

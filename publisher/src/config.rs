@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// PutRecords requests in flight at once [default: 4].
     #[arg(long, env = "BINLOGSTREAM_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Pack rows into KPL aggregated records (off by default: consumers need a
+    /// de-aggregating reader such as the KCL or the Lambda de-aggregation libraries).
+    #[arg(long, env = "BINLOGSTREAM_AGGREGATE", num_args = 0..=1, default_missing_value = "true")]
+    pub aggregate: Option<bool>,
     /// Serve /metrics, /healthz and /readyz on HOST:PORT.
     #[arg(long, env = "BINLOGSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -111,6 +115,7 @@ struct FileConfig {
     partition_key: Option<String>,
     oversize: Option<String>,
     max_in_flight: Option<usize>,
+    aggregate: Option<bool>,
     metrics_addr: Option<String>,
     position: Option<bool>,
     checkpoint_file: Option<PathBuf>,
@@ -309,6 +314,7 @@ impl RunArgs {
                 }
                 k.max_in_flight = n;
             }
+            k.aggregate = self.aggregate.or(file.aggregate).unwrap_or(false);
             Some(k)
         } else {
             None

@@ -236,7 +236,15 @@ async fn main() -> std::process::ExitCode {
                         let kcfg = cfg.kinesis.clone().context("kinesis settings missing")?;
                         let client = kinesis::client(&kcfg).await;
                         kinesis::preflight(&client, &kcfg).await?;
+                        let shards = if kcfg.aggregate {
+                            Some(kinesis::shard_ranges(&client, &kcfg.stream).await?)
+                        } else {
+                            None
+                        };
                         let mut sink = kinesis::KinesisSink::new(client, kcfg, cfg.pipeline.metrics.clone());
+                        if let Some(ranges) = shards {
+                            sink.set_shards(ranges);
+                        }
                         run_sink(cfg, &mut sink).await
                     }
                 };

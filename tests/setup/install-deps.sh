@@ -32,8 +32,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   tmp="$VENV.tmp.$$"
   rm -rf "$tmp"
   python3 -m venv "$tmp"
-  "$tmp/bin/pip" install -q "mysql-replication==$PYREPL_VERSION" boto3
+  "$tmp/bin/python" -m pip install -q "mysql-replication==$PYREPL_VERSION" boto3
   mv -T "$tmp" "$VENV" 2>/dev/null || rm -rf "$tmp"
+fi
+# The KPL de-aggregator consumers use (aggregation tests check our records with it).
+AGG_VERSION=1.2.3
+if ! "$VENV/bin/python" -c 'import aws_kinesis_agg' 2>/dev/null; then
+  echo "[setup] installing aws-kinesis-agg==$AGG_VERSION into the venv" >&2
+  ( flock 9; "$VENV/bin/python" -m pip install -q "aws-kinesis-agg==$AGG_VERSION" ) 9>"$CACHE/pip.lock"
 fi
 
 # Kinesis emulator for integration tests and benchmarks (npm; in-memory).

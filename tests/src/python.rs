@@ -111,3 +111,64 @@ pub fn run_original(db: &MariaDb, endpoint: &str, stream: &str, limit: u64) -> (
     let secs = f.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
     (rows, secs)
 }
+
+const DEAGGREGATE: &str = r#"
+import base64, json, sys
+from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+for line in sys.stdin:
+    r = json.loads(line)
+    event = {"kinesis": {"data": r["data"], "partitionKey": r["key"], "sequenceNumber": r["seq"],
+                         "kinesisSchemaVersion": "1.0", "approximateArrivalTimestamp": 1732480000.0}, "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s"}
+    for u in iter_deaggregate_records([event]):
+        d = u["kinesis"]["data"]
+        d = d.decode() if isinstance(d, bytes) else d
+        print(json.dumps({"shard": r["shard"], "key": u["kinesis"]["partitionKey"], "data": d}))
+"#;
+
+/// Runs the PyPI `aws-kinesis-agg` de-aggregator (what Lambda consumers use) over records
+/// read from a stream; returns its user records as (shard, partition key, data).
+pub fn deaggregate(records: &[crate::kinesis::StreamRecord]) -> Vec<(String, String, Vec<u8>)> {
+    use base64::Engine;
+    use std::io::Write;
+    crate::ensure_deps();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
+    let mut child = Command::new(&python)
+        .arg("-c")
+        .arg(DEAGGREGATE)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut input = String::new();
+    for r in records {
+        input.push_str(
+            &serde_json::json!({"shard": r.shard, "key": r.partition_key, "seq": r.sequence, "data": b64.encode(&r.data)})
+                .to_string(),
+        );
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("deaggregator");
+    assert!(
+        out.status.success(),
+        "aws-kinesis-agg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writer.join().expect("writer").expect("write");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["shard"].as_str().expect("shard").to_string(),
+                v["key"].as_str().expect("key").to_string(),
+                b64.decode(v["data"].as_str().expect("data"))
+                    .expect("base64"),
+            )
+        })
+        .collect()
+}

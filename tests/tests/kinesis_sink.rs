@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use binlogstream_tests::{
-    capture::config,
+    capture::{config, read_all},
     fault_proxy::{FaultProxy, Faults},
     kinesis::{client_for, Kinesalite, StreamRecord},
     mariadb::{MariaDb, Metadata},
@@ -307,4 +307,115 @@ async fn a_missing_stream_is_a_clear_error_before_reading() {
             .contains("Kinesis stream nope does not exist"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregates_deaggregate_to_exactly_our_records() {
+    let (db, kinesalite) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    kinesalite.create_stream("agg", 4).await;
+    db.exec(
+        "CREATE DATABASE a; CREATE TABLE a.t (id INT PRIMARY KEY, v VARCHAR(40), n INT);
+         SET SESSION max_recursive_iterations = 100000;
+         INSERT INTO a.t WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
+           SELECT i, CONCAT('value-', i), 0 FROM s;
+         UPDATE a.t SET n = 1 WHERE id <= 2000;
+         UPDATE a.t SET n = 2 WHERE id <= 1000;
+         DELETE FROM a.t WHERE id <= 500;",
+    )
+    .await;
+
+    // What the publisher produces, in binlog order, with the key each record is sent under.
+    let mut cfg = config(&db, StartFrom::Earliest);
+    cfg.encode.position = true;
+    let ours = read_all(cfg, None).await.expect("read");
+    let mode = PartitionKey::PrimaryKey;
+    let expected: Vec<(String, Vec<u8>)> = ours
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                publisher::sink::kinesis::key::partition_key(&mode, r),
+                r.body.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(expected.len(), 23_500);
+
+    let mut k = fast_retries("agg");
+    k.aggregate = true;
+    let client = client_for(&kinesalite.endpoint()).await;
+    let ranges = publisher::sink::kinesis::shard_ranges(&client, "agg")
+        .await
+        .expect("shards");
+    assert_eq!(ranges.len(), 4);
+    let metrics = Arc::new(Metrics::new());
+    let mut sink = KinesisSink::new(client, k, metrics.clone());
+    sink.set_shards(ranges.clone());
+    let mut cfg = config(&db, StartFrom::Earliest);
+    cfg.encode.position = true;
+    let reader = Reader::open(cfg, None).await.expect("open");
+    let opts = PipelineOptions {
+        metrics: metrics.clone(),
+        ..PipelineOptions::default()
+    };
+    pipeline::run(
+        reader,
+        &mut sink,
+        &mut NoCheckpoint,
+        &opts,
+        std::future::pending(),
+    )
+    .await
+    .expect("publish");
+
+    let raw = kinesalite.read_all("agg").await;
+    assert!(!raw.is_empty(), "records on the stream");
+    assert!(
+        raw.len() * 50 < expected.len(),
+        "{} Kinesis records for {} rows: aggregated",
+        raw.len(),
+        expected.len()
+    );
+    let users = binlogstream_tests::python::deaggregate(&raw);
+    assert_eq!(
+        users.len(),
+        expected.len(),
+        "the de-aggregator returns every row"
+    );
+
+    let shard_ids: Vec<String> = {
+        let mut ids: Vec<String> = raw.iter().map(|r| r.shard.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let mut got: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (shard, key, data) in &users {
+        let want = &shard_ids[publisher::sink::kinesis::kpl::shard_of(&ranges, key)];
+        assert_eq!(
+            shard, want,
+            "row with key {key} is in the shard its key hashes to"
+        );
+        got.entry(key.clone()).or_default().push(data.clone());
+    }
+    let mut want: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (key, body) in expected {
+        want.entry(key).or_default().push(body);
+    }
+    assert_eq!(got.len(), want.len());
+    for (key, bodies) in &want {
+        assert_eq!(
+            got.get(key),
+            Some(bodies),
+            "records of {key}, exactly and in order"
+        );
+    }
+    println!(
+        "KPL: {} rows in {} Kinesis records over 4 shards",
+        users.len(),
+        raw.len()
+    );
+    assert!(metrics
+        .render()
+        .contains("binlogstream_records_published_total 23500"));
 }

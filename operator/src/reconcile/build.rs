@@ -209,6 +209,7 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
         ),
         env("BINLOGSTREAM_LOG_FORMAT", "json"),
         env("BINLOGSTREAM_POSITION", s.output.position.to_string()),
+        env("BINLOGSTREAM_AGGREGATE", s.output.aggregate.to_string()),
         env("AWS_EC2_METADATA_DISABLED", "false"),
     ];
     if !s.tables.include.is_empty() {

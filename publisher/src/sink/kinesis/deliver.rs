@@ -14,7 +14,8 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub seq: u64,
+    /// Rows this record carries: one, or every row of a KPL aggregate.
+    pub seqs: Vec<u64>,
     pub key: String,
     /// The key names one row: it may appear only once per request (see `KinesisSink`).
     pub row_key: bool,
@@ -96,7 +97,7 @@ pub async fn deliver(d: &Delivery, mut batch: Vec<Record>) -> Result<Vec<Record>
                     } else if failed_keys.contains(&r.key) {
                         again.push(r);
                     } else {
-                        d.metrics.records_published.inc();
+                        d.metrics.records_published.inc_by(r.seqs.len() as u64);
                         d.metrics
                             .bytes_published
                             .inc_by(r.data.as_ref().len() as u64);

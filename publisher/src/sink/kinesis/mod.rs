@@ -7,6 +7,11 @@
 //! backlog: when a lane's batch is full while its request is still out, `write_row` waits
 //! (back-pressure into the reader).
 //!
+//! With `aggregate`, rows are packed into KPL aggregates, one lane per shard (from
+//! ListShards): each row joins the aggregate of the shard its key hashes to, an aggregate
+//! closes at 1 MiB or when the linger expires, and a request carries one aggregate, so a
+//! key's rows are never split over two requests in flight.
+//!
 //! With primary-key partition keys a batch also holds at most one record per key: a second
 //! change of the same row closes the batch. Then a record that fails inside a request never
 //! has a newer change of its row already written behind it, so per-row order is strict.
@@ -16,6 +21,7 @@
 
 pub mod deliver;
 pub mod key;
+pub mod kpl;
 pub mod retry;
 
 use std::{
@@ -57,6 +63,8 @@ pub struct KinesisConfig {
     pub max_batch_bytes: usize,
     pub backoff: Backoff,
     pub max_attempts: Option<u32>,
+    /// Pack rows into KPL aggregated records (consumers need a de-aggregating reader).
+    pub aggregate: bool,
 }
 
 impl KinesisConfig {
@@ -72,6 +80,7 @@ impl KinesisConfig {
             max_batch_bytes: MAX_BATCH_BYTES,
             backoff: Backoff::default(),
             max_attempts: None,
+            aggregate: false,
         }
     }
 }
@@ -152,6 +161,10 @@ pub async fn preflight(client: &Client, cfg: &KinesisConfig) -> Result<(), SinkE
 }
 
 struct Lane {
+    /// Aggregation mode: the aggregate being filled, the rows in it and their newest event.
+    agg: kpl::Aggregator,
+    agg_seqs: Vec<u64>,
+    agg_ts: u32,
     filling: Vec<Record>,
     filling_bytes: usize,
     /// Row keys in `filling` (primary-key mode).
@@ -174,6 +187,49 @@ pub struct KinesisSink {
     tasks: tokio::task::JoinSet<()>,
     metrics: Arc<Metrics>,
     failed: Option<String>,
+    /// Hash-key ranges of the stream's open shards (aggregation mode), sorted by start.
+    shards: Vec<(u128, u128)>,
+}
+
+/// Hash-key ranges of the stream's open shards, for routing aggregates.
+pub async fn shard_ranges(client: &Client, stream: &str) -> Result<Vec<(u128, u128)>, SinkError> {
+    let mut ranges = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = client.list_shards();
+        req = match &token {
+            Some(t) => req.next_token(t),
+            None => req.stream_name(stream),
+        };
+        let out = req.send().await.map_err(|e| {
+            SinkError::Fatal(format!(
+                "ListShards of {stream}: {}",
+                aws_sdk_kinesis::error::DisplayErrorContext(&e)
+            ))
+        })?;
+        for s in out.shards() {
+            let open = s
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none();
+            if let (true, Some(r)) = (open, s.hash_key_range()) {
+                let lo = r.starting_hash_key().parse::<u128>().unwrap_or(0);
+                let hi = r.ending_hash_key().parse::<u128>().unwrap_or(u128::MAX);
+                ranges.push((lo, hi));
+            }
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    ranges.sort();
+    if ranges.is_empty() {
+        return Err(SinkError::Fatal(format!(
+            "stream {stream} has no open shards"
+        )));
+    }
+    Ok(ranges)
 }
 
 impl KinesisSink {
@@ -181,6 +237,9 @@ impl KinesisSink {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let lanes = (0..cfg.max_in_flight.max(1))
             .map(|_| Lane {
+                agg: Default::default(),
+                agg_seqs: Vec::new(),
+                agg_ts: 0,
                 filling: Vec::new(),
                 filling_bytes: 0,
                 filling_keys: Default::default(),
@@ -203,10 +262,52 @@ impl KinesisSink {
             tasks: tokio::task::JoinSet::new(),
             metrics,
             failed: None,
+            shards: Vec::new(),
         }
     }
 
+    /// Aggregation mode: one lane per open shard of `ranges` (from [`shard_ranges`]).
+    pub fn set_shards(&mut self, ranges: Vec<(u128, u128)>) {
+        self.lanes = (0..ranges.len())
+            .map(|_| Lane {
+                agg: Default::default(),
+                agg_seqs: Vec::new(),
+                agg_ts: 0,
+                filling: Vec::new(),
+                filling_bytes: 0,
+                filling_keys: Default::default(),
+                busy: false,
+            })
+            .collect();
+        self.shards = ranges;
+        self.cfg.max_batch_records = 1;
+    }
+
+    fn aggregating(&self) -> bool {
+        self.cfg.aggregate && !self.shards.is_empty()
+    }
+
+    /// Turns the lane's aggregate into a record in its batch (waiting for the lane if needed).
+    async fn close_aggregate(&mut self, lane: usize) -> Result<(), SinkError> {
+        let l = &mut self.lanes[lane];
+        if l.agg.is_empty() {
+            return Ok(());
+        }
+        let (key, data) = l.agg.finish();
+        let record = Record {
+            seqs: std::mem::take(&mut l.agg_seqs),
+            key,
+            row_key: false,
+            data: Blob::new(data),
+            ts: std::mem::take(&mut l.agg_ts),
+        };
+        self.push(record).await
+    }
+
     fn lane_of(&self, key: &str) -> usize {
+        if self.aggregating() {
+            return kpl::shard_of(&self.shards, key);
+        }
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         (h.finish() % self.lanes.len() as u64) as usize
@@ -225,7 +326,9 @@ impl KinesisSink {
             Ok(records) => {
                 for r in records {
                     self.metrics.acknowledged_event(r.ts);
-                    self.tracker.ack(r.seq);
+                    for seq in r.seqs {
+                        self.tracker.ack(seq);
+                    }
                 }
             }
             Err(e) => {
@@ -350,10 +453,29 @@ impl Sink for KinesisSink {
         } else {
             row.body
         };
+        if self.aggregating() {
+            let lane = self.lane_of(&key);
+            let fits = self.lanes[lane].agg.size_with(&key, body.len()) <= MAX_RECORD_BYTES;
+            if !fits {
+                self.close_aggregate(lane).await?;
+            }
+            if self.lanes[lane].agg.size_with(&key, body.len()) <= MAX_RECORD_BYTES {
+                let l = &mut self.lanes[lane];
+                l.agg.push(&key, body);
+                l.agg_seqs.push(seq);
+                l.agg_ts = l.agg_ts.max(row.position.ts);
+                self.metrics
+                    .in_flight_records
+                    .set(self.tracker.unacked() as i64);
+                return Ok(());
+            }
+            // Too big to share an aggregate even alone: send it as a plain record, which
+            // de-aggregating readers pass through unchanged.
+        }
         let row_key =
             self.cfg.partition_key == PartitionKey::PrimaryKey && row.primary_key.is_some();
         let record = Record {
-            seq,
+            seqs: vec![seq],
             key,
             row_key,
             data: Blob::new(body),
@@ -379,6 +501,15 @@ impl Sink for KinesisSink {
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         self.collect_done();
         self.check_failed()?;
+        if self.aggregating() {
+            for lane in 0..self.lanes.len() {
+                // Close only where that cannot wait: a busy lane keeps filling its aggregate.
+                let l = &self.lanes[lane];
+                if !l.busy && l.filling.is_empty() && !l.agg.is_empty() {
+                    self.close_aggregate(lane).await?;
+                }
+            }
+        }
         for lane in 0..self.lanes.len() {
             self.dispatch(lane);
         }
@@ -386,6 +517,11 @@ impl Sink for KinesisSink {
     }
 
     async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        if self.aggregating() {
+            for lane in 0..self.lanes.len() {
+                self.close_aggregate(lane).await?;
+            }
+        }
         loop {
             self.collect_done();
             self.check_failed()?;
