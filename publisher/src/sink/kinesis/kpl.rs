@@ -43,7 +43,7 @@ pub fn shard_of(ranges: &[(u128, u128)], key: &str) -> usize {
 }
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn field_len(len: usize) -> usize {
