@@ -62,6 +62,9 @@ impl Kinesalite {
             .arg(&cli)
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             .args([
+                // kinesalite refuses more than 10 shards in all by default.
+                "--shardLimit",
+                "1000",
                 "--createStreamMs",
                 "0",
                 "--deleteStreamMs",

@@ -3,7 +3,8 @@
 //!  - a bare mysql_async loop that only reads and decodes rows (the ceiling for our decoder),
 //!  - the publisher's read + decode + encode into a null sink,
 //!  - end to end into kinesalite: the original script (one put_record per row) on a sample,
-//!    the publisher, and a bare sequential PutRecords loop (what the emulator accepts).
+//!    the publisher, the publisher with KPL aggregation, and a bare sequential PutRecords
+//!    loop (what the emulator accepts).
 //!
 //! Each measured run is a child process of its own, so its peak RSS is its own.
 //!
@@ -116,16 +117,28 @@ async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
             }
             rows
         }
-        "kinesis" => {
+        "kinesis" | "kinesis-agg" => {
             let endpoint = endpoint.expect("endpoint");
+            let stream = if mode == "kinesis" {
+                "publisher"
+            } else {
+                "aggregated"
+            };
             let mut cfg =
                 binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
             cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
             let reader = Reader::open(cfg, None).await.expect("open");
             let client = client_for(endpoint).await;
             let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
-            let mut sink =
-                KinesisSink::new(client, KinesisConfig::new("publisher"), metrics.clone());
+            let mut k = KinesisConfig::new(stream);
+            k.aggregate = mode == "kinesis-agg";
+            let ranges = publisher::sink::kinesis::shard_ranges(&client, stream)
+                .await
+                .expect("shards");
+            let mut sink = KinesisSink::new(client, k, metrics.clone());
+            if mode == "kinesis-agg" {
+                sink.set_shards(ranges);
+            }
             let opts = PipelineOptions {
                 metrics,
                 ..PipelineOptions::default()
@@ -332,11 +345,14 @@ async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows
     kinesalite.create_stream("original", 1).await;
     kinesalite.create_stream("publisher", 4).await;
     kinesalite.create_stream("bare", 4).await;
+    kinesalite.create_stream("aggregated", 4).await;
 
     let (orig_rows, orig_secs) =
         python::run_original(db, &kinesalite.endpoint(), "original", original_rows);
     let ours = measure_with("kinesis", db.port, "e2e", &kinesalite.endpoint());
     assert_eq!(ours.rows, rows, "publisher delivered every row");
+    let agg = measure_with("kinesis-agg", db.port, "e2e", &kinesalite.endpoint());
+    assert_eq!(agg.rows, rows, "aggregated publisher delivered every row");
     let bare = bare_put_records(&kinesalite.endpoint(), "bare", rows as usize).await;
     let orig_rate = orig_rows as f64 / orig_secs;
     let our_rate = ours.rows as f64 / ours.secs;
@@ -359,9 +375,22 @@ async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows
         ours.secs,
         ours.rss_kib as f64 / 1024.0
     );
+    let agg_rate = agg.rows as f64 / agg.secs;
+    println!(
+        "{:<44} {:>12.0} {:>12.3} {:>14.1}",
+        "publisher -> kinesalite, KPL aggregation",
+        agg_rate,
+        agg.secs,
+        agg.rss_kib as f64 / 1024.0
+    );
     println!(
         "{:<44} {:>12.0}",
         "bare sequential PutRecords loop (records/s)", bare
+    );
+    println!(
+        "{:<44} {:>12.1}",
+        "ratio aggregated publisher/original",
+        agg_rate / orig_rate
     );
     println!(
         "{:<44} {:>12.1}",
