@@ -39,6 +39,24 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the records of a Kinesis stream (what consumers receive).
     Tail(publisher::tail::TailArgs),
+    /// Print the records of binlog files as JSON lines (no server needed).
+    Decode(DecodeArgs),
+}
+
+#[derive(clap::Args)]
+struct DecodeArgs {
+    /// Capture only these SCHEMA.TABLE patterns.
+    #[arg(long, value_delimiter = ',')]
+    include: Vec<String>,
+    /// Never capture these SCHEMA.TABLE patterns.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// Add the `position` key to every record.
+    #[arg(long)]
+    position: bool,
+    /// Binlog files, decoded in the order given.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
 }
 
 fn init_logging(format: &str) {
@@ -254,6 +272,36 @@ async fn main() -> std::process::ExitCode {
                 }
                 let summary = result?;
                 info!(rows = summary.rows, transactions = summary.transactions, "done");
+                Ok(())
+            }
+            Command::Decode(args) => {
+                use std::io::Write;
+                let patterns = |list: &[String]| -> anyhow::Result<Vec<publisher::filter::Pattern>> {
+                    list.iter().map(|p| p.parse().map_err(anyhow::Error::from)).collect()
+                };
+                let filter = publisher::filter::TableFilter {
+                    include: patterns(&args.include)?,
+                    exclude: patterns(&args.exclude)?,
+                };
+                let encode = publisher::decode::EncodeOptions { position: args.position };
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let mut write_err = None;
+                for file in &args.files {
+                    let rows = publisher::source::offline::decode_file(file, filter.clone(), encode, |item| {
+                        if let publisher::source::Item::Row(row) = item {
+                            if let Err(e) = out.write_all(&row.body).and_then(|_| out.write_all(b"\n")) {
+                                write_err.get_or_insert(e);
+                            }
+                        }
+                    })
+                    .await?;
+                    info!(file = %file.display(), rows, "decoded");
+                }
+                if let Some(e) = write_err {
+                    return Err(e.into());
+                }
+                out.flush()?;
                 Ok(())
             }
             Command::Tail(args) => {

@@ -116,8 +116,13 @@ pub fn write_value(
         }
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
-            let doc = serde_json::Value::try_from(j.clone())
+            // Through mysql_common's DOM, which also reads the opaque scalars MySQL embeds
+            // (DECIMAL as a string, DATE/TIME/DATETIME as their text).
+            let dom = j
+                .clone()
+                .parse()
                 .map_err(|e| format!("undecodable binary JSON: {e}"))?;
+            let doc = serde_json::Value::from(dom);
             json::write_value(out, &doc);
             return Ok(());
         }

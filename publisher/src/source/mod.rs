@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod error;
+pub mod offline;
 pub mod preflight;
 pub mod query;
 pub mod reader;

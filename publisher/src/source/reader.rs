@@ -7,6 +7,7 @@ use futures::StreamExt;
 use mysql_async::{prelude::Queryable, BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{
     Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
+    TransactionPayloadEvent,
 };
 use tracing::{debug, info, warn};
 
@@ -63,6 +64,7 @@ mod event_type {
     pub const ANONYMOUS_GTID: u8 = 34;
     pub const XA_PREPARE: u8 = 38;
     pub const PARTIAL_UPDATE: u8 = 39;
+    pub const TRANSACTION_PAYLOAD: u8 = 40;
     pub const MARIA_GTID: u8 = 162;
     pub const MARIA_GTID_LIST: u8 = 163;
     pub const MARIA_QUERY_COMPRESSED: u8 = 165;
@@ -92,7 +94,11 @@ struct PlanEntry {
 pub struct Reader {
     cfg: SourceConfig,
     server: ServerInfo,
-    meta: Conn,
+    /// Connection for information_schema lookups; `None` when decoding files offline.
+    meta: Option<Conn>,
+    /// Offset and end of the TRANSACTION_PAYLOAD event whose inner events are being read
+    /// (their own headers carry no position).
+    payload: Option<(u64, u64)>,
     stream: Option<BinlogStream>,
     file: Arc<str>,
     seen_fde: bool,
@@ -268,7 +274,8 @@ impl Reader {
             file: file.as_str().into(),
             cfg,
             server,
-            meta,
+            meta: Some(meta),
+            payload: None,
             stream: None,
             seen_fde: false,
             tx: None,
@@ -280,6 +287,52 @@ impl Reader {
         };
         reader.start_dump(&file, pos, gtid.as_ref()).await?;
         Ok(reader)
+    }
+
+    /// A reader with no server behind it, for binlog files: no information_schema, so columns
+    /// are named from the binlog's own metadata or positionally (`@1`, `@2`, ...).
+    pub fn offline(filter: TableFilter, encode: EncodeOptions, file: &str) -> Reader {
+        let cfg = SourceConfig {
+            // Never connected: `meta` is None and no dump is started.
+            addr: SourceAddr::new("mysql://offline@127.0.0.1:1", None)
+                .unwrap_or_else(|_| unreachable!("static URL")),
+            server_id: 1,
+            start: StartFrom::Earliest,
+            filter,
+            encode,
+            heartbeat: Duration::ZERO,
+            stop_at_end: true,
+        };
+        let boundary = Checkpoint {
+            file: file.to_string(),
+            pos: 4,
+            rows_done: 0,
+            gtid_state: None,
+            event_ts: 0,
+        };
+        Reader {
+            cfg,
+            server: ServerInfo {
+                version: String::new(),
+                is_mariadb: false,
+                server_id: 0,
+                binlogs: Vec::new(),
+                warnings: Vec::new(),
+            },
+            meta: None,
+            payload: None,
+            stream: None,
+            file: file.into(),
+            seen_fde: true,
+            tx: None,
+            last_boundary: boundary,
+            gtid_state: GtidState::default(),
+            skip_rows: 0,
+            plans: HashMap::new(),
+            infos: HashMap::new(),
+            schema_gen: 0,
+            statement_dml: 0,
+        }
     }
 
     pub fn server(&self) -> &ServerInfo {
@@ -394,7 +447,7 @@ impl Reader {
         if let Some(stream) = self.stream.take() {
             drop(stream);
         }
-        self.meta = self.cfg.addr.connect().await?;
+        self.meta = Some(self.cfg.addr.connect().await?);
         self.skip_rows = cp.rows_done;
         self.file = cp.file.as_str().into();
         self.last_boundary = Checkpoint {
@@ -493,18 +546,22 @@ impl Reader {
         if let Some(info) = self.infos.get(&key) {
             return Ok(info.clone());
         }
-        let loaded =
-            match schema::load_table(&mut self.meta, schema_name, table, self.server.is_mariadb)
-                .await
-            {
-                Ok(v) => v,
-                Err(_) => {
-                    // The metadata connection may have idled out; one fresh try before failing.
-                    self.meta = self.cfg.addr.connect().await?;
-                    schema::load_table(&mut self.meta, schema_name, table, self.server.is_mariadb)
-                        .await?
-                }
-            };
+        let Some(meta) = self.meta.as_mut() else {
+            return Ok(None);
+        };
+        let loaded = match schema::load_table(meta, schema_name, table, self.server.is_mariadb)
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => {
+                // The metadata connection may have idled out; one fresh try before failing.
+                let mut fresh = self.cfg.addr.connect().await?;
+                let v = schema::load_table(&mut fresh, schema_name, table, self.server.is_mariadb)
+                    .await?;
+                self.meta = Some(fresh);
+                v
+            }
+        };
         let info = loaded.map(Arc::new);
         self.infos.insert(key, info.clone());
         Ok(info)
@@ -528,7 +585,7 @@ impl Reader {
                 mysql_common::binlog::events::OptionalMetaExtractor::new(tme.iter_optional_meta())
                     .map(|m| m.iter_column_name().next().is_some())
                     .unwrap_or(false);
-            if info.is_none() && !has_names {
+            if info.is_none() && !has_names && self.meta.is_some() {
                 return Err(SourceError::Schema {
                     schema: schema_name.clone(),
                     table: table.clone(),
@@ -561,8 +618,14 @@ impl Reader {
         use event_type as t;
         let h = ev.header();
         let ty = h.event_type_raw();
-        let end = u64::from(h.log_pos());
-        let pos = end.saturating_sub(u64::from(h.event_size()));
+        let (pos, end) = match (h.log_pos(), self.payload) {
+            // Inside a compressed transaction: positions are the payload event's.
+            (0, Some((p, e))) => (p, e),
+            (log_pos, _) => {
+                let end = u64::from(log_pos);
+                (end.saturating_sub(u64::from(h.event_size())), end)
+            }
+        };
         let ts = h.timestamp();
         match ty {
             t::ROTATE => {
@@ -682,6 +745,35 @@ impl Reader {
             | t::DELETE_V2
             | t::PARTIAL_UPDATE => {
                 self.on_rows(&ev, ty, pos, ts, out)?;
+            }
+            t::TRANSACTION_PAYLOAD => {
+                // mysql_async decompresses the payload itself and yields its events next, but
+                // drops a payload it cannot decompress without a word: check it here.
+                let tpe: TransactionPayloadEvent<'_> = ev.read_event().map_err(|e| {
+                    self.unsupported("TRANSACTION_PAYLOAD event", pos, &e.to_string())
+                })?;
+                let mut data = Vec::new();
+                tpe.decompressed()
+                    .and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut data))
+                    .map_err(|e| {
+                        self.unsupported(
+                            "TRANSACTION_PAYLOAD event",
+                            pos,
+                            &format!("cannot decompress: {e}"),
+                        )
+                    })?;
+                if data.len() as u64 != tpe.uncompressed_size() {
+                    return Err(self.unsupported(
+                        "TRANSACTION_PAYLOAD event",
+                        pos,
+                        &format!(
+                            "decompressed to {} bytes, header says {}",
+                            data.len(),
+                            tpe.uncompressed_size()
+                        ),
+                    ));
+                }
+                self.payload = Some((pos, end));
             }
             t::HEARTBEAT if self.tx.is_none() && end > 0 => {
                 let file = String::from_utf8_lossy(ev.data())
