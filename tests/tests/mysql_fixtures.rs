@@ -21,7 +21,7 @@ fn fixtures() -> Option<PathBuf> {
     }
 }
 
-fn files(dir: &PathBuf) -> Vec<PathBuf> {
+fn files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
@@ -33,7 +33,7 @@ fn files(dir: &PathBuf) -> Vec<PathBuf> {
 
 type Counts = BTreeMap<(String, String), usize>;
 
-async fn ours(path: &PathBuf) -> Result<(Counts, Vec<serde_json::Value>), String> {
+async fn ours(path: &std::path::Path) -> Result<(Counts, Vec<serde_json::Value>), String> {
     let mut counts = Counts::new();
     let mut rows = Vec::new();
     decode_file(
@@ -61,7 +61,7 @@ async fn ours(path: &PathBuf) -> Result<(Counts, Vec<serde_json::Value>), String
 
 /// Row counts per table and type from `mariadb-binlog -v`, or None where it cannot read the
 /// file (MySQL 8 features it does not know: tagged GTIDs, compressed transactions, ...).
-fn theirs(path: &PathBuf) -> Option<Counts> {
+fn theirs(path: &std::path::Path) -> Option<Counts> {
     let out = Command::new("mariadb-binlog")
         .args(["--base64-output=decode-rows", "-v"])
         .arg(path)
