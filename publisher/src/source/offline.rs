@@ -4,7 +4,7 @@
 
 use std::{
     fs::File,
-    io::{BufReader, Read},
+    io::{BufRead, BufReader, Read},
     path::Path,
 };
 
@@ -46,7 +46,7 @@ pub async fn decode_file(
     path: &Path,
     filter: TableFilter,
     encode: EncodeOptions,
-    mut emit: impl FnMut(Item),
+    emit: impl FnMut(Item),
 ) -> Result<u64, OfflineError> {
     let name = path
         .file_name()
@@ -57,7 +57,19 @@ pub async fn decode_file(
         file: file.clone(),
         source,
     })?;
-    let mut input = BufReader::new(f);
+    decode_reader(&file, &name, BufReader::new(f), filter, encode, emit).await
+}
+
+/// Decodes a binlog from any reader; `file` names it in errors, `name` in positions.
+pub async fn decode_reader(
+    file: &str,
+    name: &str,
+    mut input: impl BufRead,
+    filter: TableFilter,
+    encode: EncodeOptions,
+    mut emit: impl FnMut(Item),
+) -> Result<u64, OfflineError> {
+    let file = file.to_string();
     let mut magic = [0u8; 4];
     let got = input
         .read(&mut magic)
@@ -76,7 +88,7 @@ pub async fn decode_file(
         });
     }
     let mut esr = EventStreamReader::new(BinlogVersion::Version4);
-    let mut reader = Reader::offline(filter, encode, &name);
+    let mut reader = Reader::offline(filter, encode, name);
     let mut offset: u64 = 4;
     let mut items = Vec::new();
     let mut rows = 0u64;
