@@ -208,3 +208,32 @@ pub fn config_for_url(url: &str, password: &str, start: StartFrom) -> SourceConf
         stop_at_end: true,
     }
 }
+
+/// Runs the publisher from `cfg` into the Kinesis endpoint until the end of the binlog (KPL
+/// aggregation when `k.aggregate`, over the stream's shards).
+pub async fn publish_to_kinesis(
+    cfg: SourceConfig,
+    endpoint: &str,
+    k: publisher::sink::kinesis::KinesisConfig,
+    metrics: std::sync::Arc<publisher::metrics::Metrics>,
+) -> Result<publisher::pipeline::Summary, publisher::pipeline::PipelineError> {
+    use publisher::sink::kinesis::{self, KinesisSink};
+    let client = crate::kinesis::client_for(endpoint).await;
+    kinesis::preflight(&client, &k).await?;
+    let shards = if k.aggregate {
+        Some(kinesis::shard_ranges(&client, &k.stream).await?)
+    } else {
+        None
+    };
+    let mut sink = KinesisSink::new(client, k, metrics.clone());
+    if let Some(ranges) = shards {
+        sink.set_shards(ranges);
+    }
+    let reader = Reader::open(cfg, None).await?;
+    let opts = publisher::pipeline::PipelineOptions {
+        metrics,
+        ..publisher::pipeline::PipelineOptions::default()
+    };
+    let mut store = publisher::checkpoint::NoCheckpoint;
+    publisher::pipeline::run(reader, &mut sink, &mut store, &opts, std::future::pending()).await
+}

@@ -10,16 +10,14 @@ use binlogstream_tests::{
     mariadb::{MariaDb, Metadata},
 };
 use publisher::{
-    checkpoint::NoCheckpoint,
     metrics::Metrics,
-    pipeline::{self, PipelineError, PipelineOptions, Summary},
+    pipeline::{PipelineError, Summary},
     position::StartFrom,
     sink::kinesis::{
         key::{Oversize, PartitionKey},
         retry::Backoff,
-        KinesisConfig, KinesisSink,
+        KinesisConfig,
     },
-    source::Reader,
 };
 
 fn fast_retries(stream: &str) -> KinesisConfig {
@@ -39,24 +37,7 @@ async fn publish(
 ) -> Result<Summary, PipelineError> {
     let mut cfg = config(db, StartFrom::Earliest);
     cfg.encode.position = true;
-    let client = client_for(endpoint).await;
-    publisher::sink::kinesis::preflight(&client, &k)
-        .await
-        .expect("stream is there");
-    let mut sink = KinesisSink::new(client, k, metrics.clone());
-    let reader = Reader::open(cfg, None).await.expect("open");
-    let opts = PipelineOptions {
-        metrics,
-        ..PipelineOptions::default()
-    };
-    pipeline::run(
-        reader,
-        &mut sink,
-        &mut NoCheckpoint,
-        &opts,
-        std::future::pending(),
-    )
-    .await
+    binlogstream_tests::capture::publish_to_kinesis(cfg, endpoint, k, metrics).await
 }
 
 type Pos = (String, u64, u64);
@@ -349,24 +330,9 @@ async fn kpl_aggregates_deaggregate_to_exactly_our_records() {
         .expect("shards");
     assert_eq!(ranges.len(), 4);
     let metrics = Arc::new(Metrics::new());
-    let mut sink = KinesisSink::new(client, k, metrics.clone());
-    sink.set_shards(ranges.clone());
-    let mut cfg = config(&db, StartFrom::Earliest);
-    cfg.encode.position = true;
-    let reader = Reader::open(cfg, None).await.expect("open");
-    let opts = PipelineOptions {
-        metrics: metrics.clone(),
-        ..PipelineOptions::default()
-    };
-    pipeline::run(
-        reader,
-        &mut sink,
-        &mut NoCheckpoint,
-        &opts,
-        std::future::pending(),
-    )
-    .await
-    .expect("publish");
+    publish(&db, &kinesalite.endpoint(), k, metrics.clone())
+        .await
+        .expect("publish");
 
     let raw = kinesalite.read_all("agg").await;
     assert!(!raw.is_empty(), "records on the stream");

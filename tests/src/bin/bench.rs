@@ -24,7 +24,7 @@ use publisher::{
     checkpoint::NoCheckpoint,
     pipeline::{self, PipelineOptions},
     position::StartFrom,
-    sink::kinesis::{KinesisConfig, KinesisSink},
+    sink::kinesis::KinesisConfig,
     sink::null::NullSink,
     source::Reader,
 };
@@ -118,7 +118,6 @@ async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
             rows
         }
         "kinesis" | "kinesis-agg" => {
-            let endpoint = endpoint.expect("endpoint");
             let stream = if mode == "kinesis" {
                 "publisher"
             } else {
@@ -127,28 +126,14 @@ async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
             let mut cfg =
                 binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
             cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
-            let reader = Reader::open(cfg, None).await.expect("open");
-            let client = client_for(endpoint).await;
-            let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
             let mut k = KinesisConfig::new(stream);
             k.aggregate = mode == "kinesis-agg";
-            let ranges = publisher::sink::kinesis::shard_ranges(&client, stream)
-                .await
-                .expect("shards");
-            let mut sink = KinesisSink::new(client, k, metrics.clone());
-            if mode == "kinesis-agg" {
-                sink.set_shards(ranges);
-            }
-            let opts = PipelineOptions {
+            let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
+            binlogstream_tests::capture::publish_to_kinesis(
+                cfg,
+                endpoint.expect("endpoint"),
+                k,
                 metrics,
-                ..PipelineOptions::default()
-            };
-            pipeline::run(
-                reader,
-                &mut sink,
-                &mut NoCheckpoint,
-                &opts,
-                std::future::pending(),
             )
             .await
             .expect("run")
@@ -246,24 +231,7 @@ async fn main() {
     let mut conn = db.root().await;
     conn.query_drop("USE bench").await.expect("use");
     for w in WORKLOADS {
-        conn.query_drop(w.create).await.expect("create");
-        let t = Instant::now();
-        let batch = 10_000u64;
-        let mut lo = 1;
-        while lo <= rows {
-            let hi = (lo + batch - 1).min(rows);
-            let sql = w
-                .select
-                .replace("{lo}", &lo.to_string())
-                .replace("{hi}", &hi.to_string());
-            conn.query_drop(sql).await.expect("insert");
-            lo = hi + 1;
-        }
-        eprintln!(
-            "wrote {rows} rows of {} in {:.1}s",
-            w.name,
-            t.elapsed().as_secs_f64()
-        );
+        write_workload(&mut conn, w, rows).await;
     }
 
     println!(

@@ -172,6 +172,20 @@ struct Lane {
     busy: bool,
 }
 
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            agg: Default::default(),
+            agg_seqs: Vec::new(),
+            agg_ts: 0,
+            filling: Vec::new(),
+            filling_bytes: 0,
+            filling_keys: Default::default(),
+            busy: false,
+        }
+    }
+}
+
 struct LaneDone {
     lane: usize,
     result: Result<Vec<Record>, SinkError>,
@@ -235,17 +249,7 @@ pub async fn shard_ranges(client: &Client, stream: &str) -> Result<Vec<(u128, u1
 impl KinesisSink {
     pub fn new(client: Client, cfg: KinesisConfig, metrics: Arc<Metrics>) -> KinesisSink {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let lanes = (0..cfg.max_in_flight.max(1))
-            .map(|_| Lane {
-                agg: Default::default(),
-                agg_seqs: Vec::new(),
-                agg_ts: 0,
-                filling: Vec::new(),
-                filling_bytes: 0,
-                filling_keys: Default::default(),
-                busy: false,
-            })
-            .collect();
+        let lanes = (0..cfg.max_in_flight.max(1)).map(|_| Lane::new()).collect();
         KinesisSink {
             delivery: Arc::new(Delivery {
                 client,
@@ -268,17 +272,7 @@ impl KinesisSink {
 
     /// Aggregation mode: one lane per open shard of `ranges` (from [`shard_ranges`]).
     pub fn set_shards(&mut self, ranges: Vec<(u128, u128)>) {
-        self.lanes = (0..ranges.len())
-            .map(|_| Lane {
-                agg: Default::default(),
-                agg_seqs: Vec::new(),
-                agg_ts: 0,
-                filling: Vec::new(),
-                filling_bytes: 0,
-                filling_keys: Default::default(),
-                busy: false,
-            })
-            .collect();
+        self.lanes = (0..ranges.len()).map(|_| Lane::new()).collect();
         self.shards = ranges;
         self.cfg.max_batch_records = 1;
     }
