@@ -32,7 +32,7 @@ HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
 "$HELM" template ci charts/binlogstream --set metrics.serviceMonitor.enabled=true --set replicaCount=2 >/dev/null
 
 step "benchmark smoke run (20,000 rows; 5,000 into kinesalite)"
-cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500
+cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500 --latency-seconds 2
 
 step "cargo test"
 cargo test --locked --workspace

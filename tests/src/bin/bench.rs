@@ -10,7 +10,10 @@
 //!
 //!     cargo run --release -p binlogstream-tests --bin bench -- --rows 1000000 --kinesis-rows 100000
 
-use std::{process::Command, time::Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use binlogstream_tests::{
     kinesis::{client_for, Kinesalite},
@@ -269,6 +272,28 @@ async fn main() {
         );
     }
     kinesis_section(&db, &mut conn, kinesis_rows, original_rows).await;
+
+    let latency_secs: u64 = args
+        .iter()
+        .position(|a| a == "--latency-seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let kinesalite = Kinesalite::start().await;
+    println!(
+        "\ncommit -> consumer sees it, steady writes for {latency_secs}s, default linger (5 ms)"
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10}",
+        "rate (rows/s)", "p50 ms", "p99 ms", "max ms", "rows"
+    );
+    for rate in [1_000u64, 10_000] {
+        let (p50, p99, max, n) = latency_run(&db, &kinesalite, rate, latency_secs).await;
+        println!(
+            "{:<20} {:>10.1} {:>10.1} {:>10.1} {:>10}",
+            rate, p50, p99, max, n
+        );
+    }
 }
 
 async fn bare_put_records(endpoint: &str, stream: &str, records: usize) -> f64 {
@@ -370,6 +395,149 @@ async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows
         "ratio publisher/bare PutRecords",
         our_rate / bare
     );
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Latency from commit to a consumer seeing the record, at a steady write rate: rows carry
+/// their client-side commit time; a consumer polls every shard with GetRecords. This bounds
+/// commit → Kinesis acknowledgement from above (it adds the consumer's polling delay).
+async fn latency_run(
+    db: &MariaDb,
+    kinesalite: &Kinesalite,
+    rate: u64,
+    seconds: u64,
+) -> (f64, f64, f64, usize) {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let table = format!("lat{rate}");
+    let stream = format!("latency-{rate}");
+    kinesalite.create_stream(&stream, 2).await;
+    let mut conn = db.root().await;
+    conn.query_drop(format!(
+        "CREATE TABLE bench.{table} (id INT PRIMARY KEY, t BIGINT)"
+    ))
+    .await
+    .expect("create");
+
+    // Consumer first, from LATEST, so it sees only what follows.
+    let client = client_for(&kinesalite.endpoint()).await;
+    let shards = client
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("shards");
+    let mut iters = Vec::new();
+    for sh in shards.shards() {
+        let it = client
+            .get_shard_iterator()
+            .stream_name(&stream)
+            .shard_id(sh.shard_id())
+            .shard_iterator_type(ShardIteratorType::Latest)
+            .send()
+            .await
+            .expect("iterator");
+        iters.push(it.shard_iterator().map(str::to_string));
+    }
+    let total = (rate * seconds) as usize;
+    let consumer = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(total);
+        let deadline = Instant::now() + Duration::from_secs(seconds + 60);
+        while latencies.len() < total && Instant::now() < deadline {
+            for it in iters.iter_mut() {
+                let Some(cur) = it.clone() else { continue };
+                let page = client
+                    .get_records()
+                    .shard_iterator(cur)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .expect("get");
+                let now = now_micros();
+                for r in page.records() {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(r.data().as_ref()).expect("json");
+                    if let Some(t) = v["row"]["values"]["t"].as_i64() {
+                        latencies.push((now - t) as f64 / 1000.0);
+                    }
+                }
+                *it = page.next_shard_iterator().map(str::to_string);
+            }
+        }
+        latencies
+    });
+
+    // The publisher, live, from the current end of the binlog.
+    let mut cfg = binlogstream_tests::capture::config_for_url(
+        &db.repl_url(),
+        &db.repl_password,
+        StartFrom::Latest,
+    );
+    cfg.stop_at_end = false;
+    cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
+    let reader = Reader::open(cfg, None).await.expect("open");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = kinesalite.endpoint();
+    let stream_name = stream.clone();
+    let publisher_task = tokio::spawn(async move {
+        let client = client_for(&endpoint).await;
+        let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
+        let mut sink = publisher::sink::kinesis::KinesisSink::new(
+            client,
+            KinesisConfig::new(stream_name),
+            metrics.clone(),
+        );
+        let opts = PipelineOptions {
+            metrics,
+            ..PipelineOptions::default()
+        };
+        pipeline::run(reader, &mut sink, &mut NoCheckpoint, &opts, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    // Steady writes: every 10 ms, rate/100 rows in one autocommit INSERT.
+    let per_tick = (rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut id = 0u64;
+    while (id as usize) < total {
+        tick.tick().await;
+        let t = now_micros();
+        let values: Vec<String> = (0..per_tick)
+            .map(|_| {
+                id += 1;
+                format!("({id}, {t})")
+            })
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO bench.{table} VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .expect("insert");
+    }
+    let mut latencies = consumer.await.expect("consumer");
+    let _ = stop.send(());
+    let _ = publisher_task.await;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        latencies.len(),
+    )
 }
 
 async fn write_workload(conn: &mut Conn, w: &Workload, rows: u64) {
