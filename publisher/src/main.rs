@@ -231,6 +231,9 @@ async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summa
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // kube brings rustls with ring, the AWS SDK with aws-lc-rs: with both compiled in, rustls
+    // cannot pick a process-wide provider by itself and panics on first use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result: anyhow::Result<()> = async {

@@ -53,6 +53,9 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // With the publisher in the same build, rustls has two providers compiled in and cannot
+    // choose one itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

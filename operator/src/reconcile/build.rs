@@ -369,6 +369,8 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
+                        // Lets uid 65532 read the mounted Secret files (mode 0440).
+                        fs_group: Some(65532),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             ..Default::default()

@@ -191,7 +191,7 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
                 "PublisherStarting",
                 "the publisher pod is being created",
             ),
-            want(DEGRADED, "False", "NoProblem", ""),
+            want(DEGRADED, "False", "NoProblem", "no problem reported"),
         ),
         (Ok(()), PodState::Running { ready: false }, _) => (
             want(
@@ -200,7 +200,7 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
                 "PublisherStarting",
                 "the publisher is starting (connecting to the source and the stream)",
             ),
-            want(DEGRADED, "False", "NoProblem", ""),
+            want(DEGRADED, "False", "NoProblem", "no problem reported"),
         ),
         (Ok(()), PodState::Running { ready: true }, _) => (
             want(
@@ -209,7 +209,7 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
                 "Streaming",
                 "the publisher is streaming row changes",
             ),
-            want(DEGRADED, "False", "NoProblem", ""),
+            want(DEGRADED, "False", "NoProblem", "no problem reported"),
         ),
     };
     let wants = [ready, lagging(bls, &status), degraded, at_risk(&status)];
