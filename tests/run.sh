@@ -34,5 +34,8 @@ HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
 step "benchmark smoke run (20,000 rows; 5,000 into kinesalite)"
 cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500 --latency-seconds 2
 
+step "end to end on a local Kubernetes 1.20 cluster (tests/cluster/e2e.sh; builds and caches Kubernetes on first use)"
+bash tests/cluster/e2e.sh
+
 step "cargo test"
 cargo test --locked --workspace

@@ -41,6 +41,46 @@ pub enum OfflineError {
     },
 }
 
+/// Reads one whole event (header and body) or nothing at the end of input. mysql_common's
+/// parser panics on an event shorter than its header says and allocates whatever size the
+/// header claims, so events are framed here and it only ever sees complete ones.
+fn next_event(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, String> {
+    const HEADER: usize = 19;
+    let mut buf = Vec::with_capacity(HEADER);
+    input
+        .by_ref()
+        .take(HEADER as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    match buf.len() {
+        0 => return Ok(None),
+        n if n < HEADER => {
+            return Err(format!(
+                "event header truncated after {n} of {HEADER} bytes"
+            ))
+        }
+        _ => {}
+    }
+    let size = u32::from_le_bytes([buf[9], buf[10], buf[11], buf[12]]) as usize;
+    if size < HEADER {
+        return Err(format!(
+            "event size {size} is smaller than the {HEADER}-byte header"
+        ));
+    }
+    input
+        .by_ref()
+        .take((size - HEADER) as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() < size {
+        return Err(format!(
+            "event of {size} bytes truncated after {} bytes",
+            buf.len()
+        ));
+    }
+    Ok(Some(buf))
+}
+
 /// Decodes one file, handing every item to `emit` in binlog order. Returns the rows emitted.
 pub async fn decode_file(
     path: &Path,
@@ -98,7 +138,12 @@ pub async fn decode_reader(
         reason,
     };
     loop {
-        let event: Event = match esr.read(&mut input) {
+        let bytes = match next_event(&mut input) {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => return Err(damaged(offset, e)),
+        };
+        let event: Event = match esr.read(&bytes[..]) {
             Ok(Some(ev)) => ev,
             Ok(None) => break,
             Err(e) => return Err(damaged(offset, e.to_string())),
@@ -125,7 +170,17 @@ pub async fn decode_reader(
                 .map_err(|e| damaged(offset, format!("transaction payload: {e}")))?;
             let mut cursor = std::io::Cursor::new(buf);
             loop {
-                match esr.read_decompressed(&mut cursor) {
+                let bytes = match next_event(&mut cursor) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(damaged(
+                            offset,
+                            format!("inside the transaction payload: {e}"),
+                        ))
+                    }
+                };
+                match esr.read_decompressed(&bytes[..]) {
                     Ok(Some(ev)) => reader.handle(ev, &mut items).await.map_err(|source| {
                         OfflineError::Decode {
                             file: file.clone(),

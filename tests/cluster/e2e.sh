@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# End-to-end on a real cluster: up → images → helm install → a BinlogStream streaming rows
+# (stream.sh) → the checks below → helm uninstall → down (always, even on failure).
+#   bash tests/cluster/e2e.sh
+# Checks beyond stream.sh:
+#   - Ready=True and the checkpoint advancing while rows are written;
+#   - deleting the publisher pod mid-workload: the new pod resumes from the status checkpoint
+#     and every row reaches the stream (duplicates counted and printed);
+#   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
+#   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/common.sh"
+
+cleanup() { status=$?; hm uninstall bls -n bls-system >/dev/null 2>&1 || true; bash "$HERE/down.sh" || status=1; exit $status; }
+trap cleanup EXIT
+
+bash "$HERE/up.sh"
+bash "$HERE/images.sh"
+bash "$HERE/smoke.sh"
+bash "$HERE/stream.sh"
+
+TNS=shop
+MDB="$STATE/mariadb"
+sql() { mariadb --no-defaults -uroot --socket="$MDB/sock" "$@"; }
+cond() { kc -n "$1" get bls "$2" -o "jsonpath={.status.conditions[?(@.type==\"$3\")].$4}" 2>/dev/null; }
+wait_until() {  # seconds description command...
+  local limit=$1 what=$2; shift 2; local end=$((SECONDS + limit))
+  until "$@" 2>/dev/null; do [ "$SECONDS" -lt "$end" ] || die "timed out after ${limit}s: $what"; sleep 1; done
+}
+
+# 1-2: Ready, and the checkpoint moves with new rows.
+shop_ready() { cond $TNS shop Ready status | grep -qx True; }
+wait_until 60 "Ready=True" shop_ready
+before=$(kc -n $TNS get bls shop -o 'jsonpath={.status.checkpoint.display}')
+sql -e "INSERT INTO shop.orders (item, qty) VALUES ('kiwi', 5), ('lime', 6)"
+moved() { [ "$(kc -n $TNS get bls shop -o 'jsonpath={.status.checkpoint.display}')" != "$before" ]; }
+wait_until 60 "checkpoint advances past $before" moved
+log "checkpoint moved: $before -> $(kc -n $TNS get bls shop -o 'jsonpath={.status.checkpoint.display}')"
+kc -n $TNS get bls -o wide
+
+# 3: delete the publisher pod while rows are being written; the next pod resumes.
+( for i in $(seq 1 200); do sql -e "INSERT INTO shop.orders (item, qty) VALUES ('bulk', $i)"; sleep 0.02; done ) &
+writer=$!
+sleep 1
+kc -n $TNS delete pod -l app.kubernetes.io/instance=shop --wait=false
+wait "$writer"
+expected=$(sql -N -e "SELECT COUNT(*) FROM shop.orders")
+log "$expected rows in shop.orders; waiting for all of them on the stream"
+count_stream() {
+  in_cluster_net env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
+    "$CACHE/pyrepl-1.0.17/bin/python" -c "
+import boto3, json
+k = boto3.client('kinesis', endpoint_url='http://$NODE_IP:4567')
+it = k.get_shard_iterator(StreamName='shop-changes', ShardId='shardId-000000000000', ShardIteratorType='TRIM_HORIZON')['ShardIterator']
+recs = []
+while True:
+    r = k.get_records(ShardIterator=it, Limit=10000)
+    recs += r['Records']
+    if not r['Records']: break
+    it = r['NextShardIterator']
+ids = [json.loads(x['Data'])['row']['values']['id'] for x in recs if json.loads(x['Data'])['type'] == 'WriteRowsEvent']
+print(len(set(ids)), len(ids) - len(set(ids)))"
+}
+end=$((SECONDS + 180))
+while :; do
+  read -r distinct dups < <(count_stream)
+  [ "$distinct" -ge "$expected" ] && break
+  [ "$SECONDS" -lt "$end" ] || die "only $distinct of $expected rows on the stream after the pod was deleted"
+  sleep 2
+done
+log "pod deleted mid-workload: all $expected rows on the stream, $dups duplicates"
+
+# 5: invalid specs are reported, naming the field.
+kc -n $TNS apply -f - <<YAML
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: badport}
+spec:
+  source: {host: $NODE_IP, port: 70000, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
+  target: {stream: shop-changes}
+---
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: nosecret}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: missing, key: password}}
+  target: {stream: shop-changes}
+YAML
+invalid() { cond $TNS "$1" Ready reason | grep -qx InvalidSpec; }
+wait_until 60 "badport InvalidSpec" invalid badport
+wait_until 60 "nosecret InvalidSpec" invalid nosecret
+log "badport: $(cond $TNS badport Ready message)"
+log "nosecret: $(cond $TNS nosecret Ready message)"
+cond $TNS badport Ready message | grep -q "spec.source.port" || die "badport message does not name spec.source.port"
+cond $TNS nosecret Ready message | grep -q "spec.source.passwordSecretRef" || die "nosecret message does not name the field"
+
+# 6: deleting the resource removes its children; uninstall removes the operator.
+kc -n $TNS delete bls shop badport nosecret
+children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
+wait_until 90 "children of shop garbage-collected" children_gone
+hm uninstall bls -n bls-system
+operator_gone() { [ -z "$(kc -n bls-system get deploy,sa,svc,role,rolebinding -l app.kubernetes.io/name=binlogstream-operator -o name 2>/dev/null)" ] && ! kc get clusterrole bls-operator >/dev/null 2>&1; }
+wait_until 90 "operator objects gone" operator_gone
+log "e2e passed"
