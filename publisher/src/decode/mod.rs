@@ -218,6 +218,7 @@ pub fn decode_rows(
     let want_key = !plan.primary_key.is_empty();
 
     while !buf.is_empty() {
+        let remaining = buf.len();
         let mut body = Vec::with_capacity(plan.head.len() + 64 + 16 * n);
         body.extend_from_slice(&plan.head);
         key_spans.iter_mut().for_each(|s| *s = None);
@@ -279,6 +280,14 @@ pub fn decode_rows(
                     }
                 }
             }
+        }
+        if buf.len() == remaining {
+            // Every real row image takes at least its null bitmap; one that takes nothing
+            // would repeat for ever.
+            return Err(err(
+                "*".into(),
+                "malformed rows event: a row image holds no bytes".into(),
+            ));
         }
         body.extend_from_slice(b"}, \"type\": \"");
         body.extend_from_slice(kind.type_name().as_bytes());
