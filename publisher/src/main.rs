@@ -199,6 +199,12 @@ async fn report_status(
 async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summary> {
     if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
         let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone()).await?;
+        // Read the stored checkpoint before anything writes the status (see StatusWriter).
+        KubeCheckpoint {
+            writer: writer.clone(),
+        }
+        .load()
+        .await?;
         writer.set_report("Starting", None, None);
         let reporter = tokio::spawn(report_status(
             writer.clone(),

@@ -6,6 +6,8 @@
 #   - Ready=True and the checkpoint advancing while rows are written;
 #   - deleting the publisher pod mid-workload: the new pod resumes from the status checkpoint
 #     and every row reaches the stream (duplicates counted and printed);
+#   - Kinesis unreachable for a while (emulator frozen with SIGSTOP): Degraded=True, then Ready
+#     again with nothing lost; the lag passing the threshold: Lagging=True, then it clears;
 #   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
 #   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object.
 set -euo pipefail
@@ -70,6 +72,39 @@ while :; do
   sleep 2
 done
 log "pod deleted mid-workload: all $expected rows on the stream, $dups duplicates"
+
+# 4: the emulator stops answering for a while; a low lag threshold makes the lag visible.
+kc -n $TNS patch bls shop --type merge -p '{"spec":{"lag":{"thresholdSeconds":5}}}'
+sleep 3
+kc -n $TNS rollout status deploy/bls-shop --timeout=120s
+pod_ready() { [ "$(kc -n $TNS get pods -l app.kubernetes.io/instance=shop -o 'jsonpath={.items[*].status.containerStatuses[0].ready}')" = true ]; }
+wait_until 120 "the rolled publisher pod is ready" pod_ready
+wait_until 120 "Ready=True after the threshold change rolled the publisher" shop_ready
+kpid=$(cat "$STATE/pids/kinesalite")
+kill -STOP "$kpid"
+log "kinesalite frozen (SIGSTOP pid $kpid)"
+sql -e "INSERT INTO shop.orders (item, qty) VALUES ('during-outage', 1)"
+degraded() { cond $TNS shop Degraded status | grep -qx True; }
+lagging() { cond $TNS shop Lagging status | grep -qx True; }
+wait_until 180 "Degraded=True while Kinesis is unreachable" degraded
+log "outage: Degraded=True $(cond $TNS shop Degraded reason): $(cond $TNS shop Degraded message)"
+wait_until 120 "Lagging=True" lagging
+log "outage: Lagging=True: $(cond $TNS shop Lagging message)"
+kill -CONT "$kpid"
+log "kinesalite resumed"
+recovered() { cond $TNS shop Ready status | grep -qx True && cond $TNS shop Degraded status | grep -qx False; }
+not_lagging() { cond $TNS shop Lagging status | grep -qx False; }
+wait_until 180 "Ready=True and Degraded=False after the outage" recovered
+wait_until 120 "Lagging clears" not_lagging
+expected=$(sql -N -e "SELECT COUNT(*) FROM shop.orders")
+end=$((SECONDS + 120))
+while :; do
+  read -r distinct dups < <(count_stream)
+  [ "$distinct" -ge "$expected" ] && break
+  [ "$SECONDS" -lt "$end" ] || die "only $distinct of $expected rows on the stream after the outage"
+  sleep 2
+done
+log "after the outage: Ready, not lagging, all $expected rows on the stream ($dups duplicates)"
 
 # 5: invalid specs are reported, naming the field.
 kc -n $TNS apply -f - <<YAML

@@ -23,6 +23,9 @@ use crate::{metrics::Metrics, position::Checkpoint};
 
 #[derive(Default)]
 struct Reported {
+    /// Nothing is written before the stored checkpoint was read: an apply without the
+    /// checkpoint field would delete it.
+    loaded: bool,
     checkpoint: Option<Checkpoint>,
     report: Option<PublisherReport>,
     binlogs: Option<SourceBinlogs>,
@@ -107,6 +110,9 @@ impl StatusWriter {
         let _guard = self.write_lock.lock().await;
         let (checkpoint, report, binlogs) = {
             let s = self.state.lock().map_err(err)?;
+            if !s.loaded {
+                return Ok(());
+            }
             (s.checkpoint.clone(), s.report.clone(), s.binlogs.clone())
         };
         let checkpoint = checkpoint.map(|cp| CheckpointStatus {
@@ -170,6 +176,9 @@ impl CheckpointStore for KubeCheckpoint {
             .await
             .map_err(err)?;
         let Some(cp) = obj.status.and_then(|s| s.checkpoint) else {
+            if let Ok(mut s) = self.writer.state.lock() {
+                s.loaded = true;
+            }
             return Ok(None);
         };
         let gtid_state = match cp.gtid_set.as_deref() {
@@ -197,6 +206,7 @@ impl CheckpointStore for KubeCheckpoint {
         };
         if let Ok(mut s) = self.writer.state.lock() {
             s.checkpoint = Some(restored.clone());
+            s.loaded = true;
         }
         Ok(Some(restored))
     }
@@ -278,6 +288,9 @@ mod tests {
                 serde_json::to_vec(&object(st.clone())).expect("json"),
             )));
         });
+        // Before the load nothing may be written: it would drop the stored checkpoint.
+        store.writer.set_report("Starting", None, None);
+        store.writer.write().await.expect("a no-op");
         let cp = store.load().await.expect("load").expect("a checkpoint");
         assert_eq!(
             (cp.file.as_str(), cp.pos, cp.rows_done),

@@ -293,6 +293,34 @@ fn compatible(ty: ColumnType, data_type: &str) -> bool {
     }
 }
 
+/// Metadata bytes mysql_common's value parser reads for a type (it indexes them unchecked,
+/// so a table map carrying fewer must be refused before any row is parsed).
+fn required_meta(ty: ColumnType) -> usize {
+    use ColumnType::*;
+    match ty {
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET => 2,
+        MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_VECTOR
+        | MYSQL_TYPE_JSON
+        | MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2
+        | MYSQL_TYPE_FLOAT
+        | MYSQL_TYPE_DOUBLE => 1,
+        _ => 0,
+    }
+}
+
 /// Bytes of a CHAR/BINARY column, from its TABLE_MAP metadata.
 fn string_length(meta: &[u8]) -> Option<usize> {
     let (b0, b1) = (*meta.first()? as usize, *meta.get(1)? as usize);
@@ -382,6 +410,23 @@ impl TablePlan {
                 }
             }
             let meta = tme.get_column_metadata(i).unwrap_or(&[]).to_vec();
+            // STRING columns carry their real type in the first metadata byte.
+            if meta.len()
+                < required_meta(ty).max(
+                    usize::from(
+                        tme.get_raw_column_type(i).ok().flatten()
+                            == Some(ColumnType::MYSQL_TYPE_STRING),
+                    ) * 2,
+                )
+            {
+                return Err(col_err(
+                    &name,
+                    format!(
+                        "malformed table map: {} metadata bytes for a {ty:?} column",
+                        meta.len()
+                    ),
+                ));
+            }
             let unsigned = bmeta
                 .unsigned
                 .as_ref()

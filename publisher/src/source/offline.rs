@@ -33,12 +33,9 @@ pub enum OfflineError {
         offset: u64,
         reason: String,
     },
-    #[error("{file}: {source}")]
-    Decode {
-        file: String,
-        #[source]
-        source: SourceError,
-    },
+    /// The message already includes the cause, so it is not chained as a source too.
+    #[error("{file}: {error}")]
+    Decode { file: String, error: SourceError },
 }
 
 /// Reads one whole event (header and body) or nothing at the end of input. mysql_common's
@@ -153,9 +150,9 @@ pub async fn decode_reader(
         reader
             .handle(event.clone(), &mut items)
             .await
-            .map_err(|source| OfflineError::Decode {
+            .map_err(|error| OfflineError::Decode {
                 file: file.clone(),
-                source,
+                error,
             })?;
         if is_payload {
             let tpe: TransactionPayloadEvent<'_> = event
@@ -181,10 +178,10 @@ pub async fn decode_reader(
                     }
                 };
                 match esr.read_decompressed(&bytes[..]) {
-                    Ok(Some(ev)) => reader.handle(ev, &mut items).await.map_err(|source| {
+                    Ok(Some(ev)) => reader.handle(ev, &mut items).await.map_err(|error| {
                         OfflineError::Decode {
                             file: file.clone(),
-                            source,
+                            error,
                         }
                     })?,
                     Ok(None) => break,
