@@ -140,7 +140,7 @@ pub async fn run<S: Sink, C: CheckpointStore>(
         };
         let result = match next {
             Ok(None) => break Ok(()),
-            Ok(Some(event)) => reader.handle(event, &mut items).await,
+            Ok(Some(event)) => reader.handle_guarded(event, &mut items).await,
             Err(e) => Err(e),
         };
         match result {

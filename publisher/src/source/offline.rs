@@ -148,7 +148,7 @@ pub async fn decode_reader(
         let size = u64::from(event.header().event_size());
         let is_payload = event.header().event_type_raw() == 40;
         reader
-            .handle(event.clone(), &mut items)
+            .handle_guarded(event.clone(), &mut items)
             .await
             .map_err(|error| OfflineError::Decode {
                 file: file.clone(),
@@ -178,12 +178,15 @@ pub async fn decode_reader(
                     }
                 };
                 match esr.read_decompressed(&bytes[..]) {
-                    Ok(Some(ev)) => reader.handle(ev, &mut items).await.map_err(|error| {
-                        OfflineError::Decode {
-                            file: file.clone(),
-                            error,
-                        }
-                    })?,
+                    Ok(Some(ev)) => {
+                        reader
+                            .handle_guarded(ev, &mut items)
+                            .await
+                            .map_err(|error| OfflineError::Decode {
+                                file: file.clone(),
+                                error,
+                            })?
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         return Err(damaged(

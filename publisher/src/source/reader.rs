@@ -464,7 +464,7 @@ impl Reader {
         match self.next_event().await? {
             None => Ok(false),
             Some(event) => {
-                self.handle(event, out).await?;
+                self.handle_guarded(event, out).await?;
                 Ok(true)
             }
         }
@@ -611,6 +611,37 @@ impl Reader {
             },
         );
         Ok(())
+    }
+
+    /// [`Reader::handle`], with a panic inside the binlog parser (mysql_common has a few on
+    /// malformed input) turned into an error naming the position instead of a crash.
+    pub async fn handle_guarded(
+        &mut self,
+        ev: Event,
+        out: &mut Vec<Item>,
+    ) -> Result<(), SourceError> {
+        use futures::FutureExt;
+        let h = ev.header();
+        let pos = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));
+        let ty = h.event_type_raw();
+        match std::panic::AssertUnwindSafe(self.handle(ev, out))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(self.unsupported(
+                    &format!("event of type {ty}"),
+                    pos,
+                    &format!("malformed event (the parser failed: {msg})"),
+                ))
+            }
+        }
     }
 
     /// Turns one event into items (may query information_schema on a new table map).
