@@ -64,13 +64,18 @@ while True:
 ids = [json.loads(x['Data'])['row']['values']['id'] for x in recs if json.loads(x['Data'])['type'] == 'WriteRowsEvent']
 print(len(set(ids)), len(ids) - len(set(ids)))"
 }
-end=$((SECONDS + 180))
-while :; do
-  read -r distinct dups < <(count_stream)
-  [ "$distinct" -ge "$expected" ] && break
-  [ "$SECONDS" -lt "$end" ] || die "only $distinct of $expected rows on the stream after the pod was deleted"
-  sleep 2
-done
+# Waits until every row of shop.orders is on the stream; sets $expected, $distinct, $dups.
+all_rows_arrive() {  # seconds what
+  expected=$(sql -N -e "SELECT COUNT(*) FROM shop.orders")
+  local end=$((SECONDS + $1))
+  while :; do
+    read -r distinct dups < <(count_stream)
+    [ "$distinct" -ge "$expected" ] && return 0
+    [ "$SECONDS" -lt "$end" ] || die "only $distinct of $expected rows on the stream $2"
+    sleep 2
+  done
+}
+all_rows_arrive 180 "after the pod was deleted"
 log "pod deleted mid-workload: all $expected rows on the stream, $dups duplicates"
 
 # 4: the emulator stops answering for a while; a low lag threshold makes the lag visible.
@@ -96,14 +101,7 @@ recovered() { cond $TNS shop Ready status | grep -qx True && cond $TNS shop Degr
 not_lagging() { cond $TNS shop Lagging status | grep -qx False; }
 wait_until 180 "Ready=True and Degraded=False after the outage" recovered
 wait_until 120 "Lagging clears" not_lagging
-expected=$(sql -N -e "SELECT COUNT(*) FROM shop.orders")
-end=$((SECONDS + 120))
-while :; do
-  read -r distinct dups < <(count_stream)
-  [ "$distinct" -ge "$expected" ] && break
-  [ "$SECONDS" -lt "$end" ] || die "only $distinct of $expected rows on the stream after the outage"
-  sleep 2
-done
+all_rows_arrive 120 "after the outage"
 log "after the outage: Ready, not lagging, all $expected rows on the stream ($dups duplicates)"
 
 # 5: invalid specs are reported, naming the field.
