@@ -38,6 +38,21 @@ pub enum OfflineError {
     Decode { file: String, error: SourceError },
 }
 
+/// Runs a mysql_common parser, turning a panic (it has a few on malformed input) into an error.
+fn guarded<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(panic) => Err(format!(
+            "malformed event (the parser failed: {})",
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
 /// Reads one whole event (header and body) or nothing at the end of input. mysql_common's
 /// parser panics on an event shorter than its header says and allocates whatever size the
 /// header claims, so events are framed here and it only ever sees complete ones.
@@ -140,10 +155,10 @@ pub async fn decode_reader(
             Ok(None) => break,
             Err(e) => return Err(damaged(offset, e)),
         };
-        let event: Event = match esr.read(&bytes[..]) {
+        let event: Event = match guarded(|| esr.read(&bytes[..])) {
             Ok(Some(ev)) => ev,
             Ok(None) => break,
-            Err(e) => return Err(damaged(offset, e.to_string())),
+            Err(e) => return Err(damaged(offset, e)),
         };
         let size = u64::from(event.header().event_size());
         let is_payload = event.header().event_type_raw() == 40;
@@ -155,16 +170,13 @@ pub async fn decode_reader(
                 error,
             })?;
         if is_payload {
-            let tpe: TransactionPayloadEvent<'_> = event
-                .read_event()
-                .map_err(|e| damaged(offset, e.to_string()))?;
-            let mut inner = tpe
-                .decompressed()
-                .map_err(|e| damaged(offset, format!("transaction payload: {e}")))?;
-            let mut buf = Vec::new();
-            inner
-                .read_to_end(&mut buf)
-                .map_err(|e| damaged(offset, format!("transaction payload: {e}")))?;
+            let buf = guarded(|| {
+                let tpe: TransactionPayloadEvent<'_> = event.read_event()?;
+                let mut buf = Vec::new();
+                tpe.decompressed()?.read_to_end(&mut buf)?;
+                Ok(buf)
+            })
+            .map_err(|e| damaged(offset, format!("transaction payload: {e}")))?;
             let mut cursor = std::io::Cursor::new(buf);
             loop {
                 let bytes = match next_event(&mut cursor) {
@@ -177,7 +189,7 @@ pub async fn decode_reader(
                         ))
                     }
                 };
-                match esr.read_decompressed(&bytes[..]) {
+                match guarded(|| esr.read_decompressed(&bytes[..])) {
                     Ok(Some(ev)) => {
                         reader
                             .handle_guarded(ev, &mut items)

@@ -476,10 +476,24 @@ impl Reader {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(None);
         };
-        match stream.next().await {
-            None => Ok(None),
-            Some(Ok(ev)) => Ok(Some(ev)),
-            Some(Err(e)) => Err(self.map_dump_error(e)),
+        use futures::FutureExt;
+        // mysql_async parses each packet with mysql_common, which panics on some malformed
+        // events: a broken packet from the source is an error, not a crashed publisher.
+        match std::panic::AssertUnwindSafe(stream.next())
+            .catch_unwind()
+            .await
+        {
+            Err(_) => {
+                self.stream = None;
+                Err(self.unsupported(
+                    "binlog event",
+                    self.last_boundary.pos,
+                    "malformed event from the source (the parser failed)",
+                ))
+            }
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(ev))) => Ok(Some(ev)),
+            Ok(Some(Err(e))) => Err(self.map_dump_error(e)),
         }
     }
 
