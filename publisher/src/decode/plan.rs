@@ -530,7 +530,21 @@ impl TablePlan {
         }
 
         let primary_key = match (&bmeta.primary_key, info) {
-            (Some(pk), _) => pk.clone(),
+            (Some(pk), _) => {
+                if let Some(bad) = pk.iter().find(|&&i| i >= columns.len()) {
+                    return Err(PlanError::Column {
+                        schema,
+                        table,
+                        column: format!("#{}", bad + 1),
+                        reason: format!(
+                            "malformed table map: primary key names column {} of {}",
+                            bad + 1,
+                            columns.len()
+                        ),
+                    });
+                }
+                pk.clone()
+            }
             (None, Some(info)) => info
                 .primary_key
                 .iter()
