@@ -97,6 +97,9 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     tokio::pin!(shutdown);
     let metrics = opts.metrics.clone();
     metrics.set_ready(true, None);
+    // Until something new is delivered, the lag runs from where the stored checkpoint ended, so
+    // a publisher that restarts into an outage still reports how far behind it is.
+    metrics.acknowledged_event(reader.resume_point().event_ts);
     let mut saver = Saver {
         store,
         metrics: &metrics,

@@ -85,6 +85,8 @@ kc -n $TNS rollout status deploy/bls-shop --timeout=120s
 pod_ready() { [ "$(kc -n $TNS get pods -l app.kubernetes.io/instance=shop -o 'jsonpath={.items[*].status.containerStatuses[0].ready}')" = true ]; }
 wait_until 120 "the rolled publisher pod is ready" pod_ready
 wait_until 120 "Ready=True after the threshold change rolled the publisher" shop_ready
+lag_reported() { [ -n "$(kc -n $TNS get bls shop -o 'jsonpath={.status.lagSeconds}')" ]; }
+wait_until 60 "the restarted publisher reports its lag" lag_reported
 kpid=$(cat "$STATE/pids/kinesalite")
 kill -STOP "$kpid"
 log "kinesalite frozen (SIGSTOP pid $kpid)"
