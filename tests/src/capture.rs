@@ -35,10 +35,6 @@ impl Sink for MemorySink {
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self.pending.take())
     }
-
-    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        Ok(self.pending.take())
-    }
 }
 
 impl MemorySink {
@@ -113,10 +109,6 @@ impl Sink for ChannelSink {
     }
 
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        Ok(self.pending.take())
-    }
-
-    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self.pending.take())
     }
 }

@@ -73,8 +73,4 @@ impl<W: AsyncWrite + Unpin + Send> Sink for JsonLinesSink<W> {
         r.map_err(|e| self.io(e))?;
         Ok(self.pending.take())
     }
-
-    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        self.flush().await
-    }
 }

@@ -35,8 +35,10 @@ pub trait Sink: Send {
     fn flush(&mut self) -> impl Future<Output = Result<Option<Checkpoint>, SinkError>> + Send;
 
     /// Waits until everything written is delivered (or fails); returns the final checkpoint
-    /// if it moved.
-    fn drain(&mut self) -> impl Future<Output = Result<Option<Checkpoint>, SinkError>> + Send;
+    /// if it moved. A sink that delivers on flush needs nothing more.
+    fn drain(&mut self) -> impl Future<Output = Result<Option<Checkpoint>, SinkError>> + Send {
+        self.flush()
+    }
 
     /// True while records are buffered or unacknowledged, so the caller keeps calling
     /// [`Sink::flush`] even when no new rows arrive.

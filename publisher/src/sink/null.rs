@@ -25,8 +25,4 @@ impl Sink for NullSink {
     async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self.pending.take())
     }
-
-    async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        Ok(self.pending.take())
-    }
 }

@@ -458,18 +458,6 @@ impl Reader {
         self.start_dump(&cp.file, cp.pos, None).await
     }
 
-    /// Reads the next event and appends what it yields to `out`. Returns `false` once the
-    /// stream has ended (only with `stop_at_end`).
-    pub async fn next_items(&mut self, out: &mut Vec<Item>) -> Result<bool, SourceError> {
-        match self.next_event().await? {
-            None => Ok(false),
-            Some(event) => {
-                self.handle_guarded(event, out).await?;
-                Ok(true)
-            }
-        }
-    }
-
     /// Waits for the next raw event. Cancel-safe (nothing is lost when the future is dropped),
     /// so it can race a timer in `select!`; [`Reader::handle`] is not.
     pub async fn next_event(&mut self) -> Result<Option<Event>, SourceError> {
