@@ -138,6 +138,18 @@ struct BinlogMeta {
     primary_key: Option<Vec<usize>>,
 }
 
+/// Whether a column takes a slot in the table map's column-charset metadata. The server
+/// counts GEOMETRY (a BLOB underneath) and VECTOR (MySQL 9) among the character columns,
+/// unlike mysql_common's `is_character_type`; skipping them shifts every later text column
+/// onto the wrong charset.
+fn has_charset_slot(ty: &ColumnType) -> bool {
+    ty.is_character_type()
+        || matches!(
+            ty,
+            ColumnType::MYSQL_TYPE_GEOMETRY | ColumnType::MYSQL_TYPE_VECTOR
+        )
+}
+
 fn collation_charset(id: u16) -> Option<Charset> {
     let name = Collation::from(CollationId::from(id)).charset().to_string();
     Charset::from_mysql_name(&name).ok()
@@ -170,7 +182,7 @@ fn read_binlog_meta(tme: &TableMapEvent<'_>, types: &[ColumnType]) -> std::io::R
         );
     }
 
-    let text_count = types.iter().filter(|t| t.is_character_type()).count();
+    let text_count = types.iter().filter(|t| has_charset_slot(t)).count();
     let enum_set_count = types.iter().filter(|t| t.is_enum_or_set_type()).count();
     let text_cs: Vec<u16> = extractor
         .iter_charset()
@@ -186,7 +198,7 @@ fn read_binlog_meta(tme: &TableMapEvent<'_>, types: &[ColumnType]) -> std::io::R
             types
                 .iter()
                 .map(|ty| {
-                    if ty.is_character_type() {
+                    if has_charset_slot(ty) {
                         t.next()
                     } else if ty.is_enum_or_set_type() {
                         e.next()

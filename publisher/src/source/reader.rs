@@ -154,6 +154,20 @@ fn uuid_text(sid: &[u8; 16]) -> String {
     )
 }
 
+/// Server versions whose binlogs number events differently (TABLE_MAP = 16, rows = 17..19,
+/// XID = 20): the pre-GA 5.1 trees MySQL itself remaps, matched as its
+/// `Format_description_event` does (`5.1.[1-5]-a_drop5*`, `5.1.4-a_drop6*`, `5.2.[0-2]-a_drop6*`).
+fn pre_ga_event_numbering(version: &str) -> bool {
+    let v = version.as_bytes();
+    if v.len() < 13 || &v[0..2] != b"5." || v[3] != b'.' || &v[5..12] != b"-a_drop" {
+        return false;
+    }
+    let (minor, patch, drop) = (v[2], v[4], v[12]);
+    (minor == b'1' && (b'1'..=b'5').contains(&patch) && drop == b'5')
+        || (minor == b'1' && patch == b'4' && drop == b'6')
+        || (minor == b'2' && (b'0'..=b'2').contains(&patch) && drop == b'6')
+}
+
 /// The artificial ROTATE that opens a dump arrives before the FORMAT_DESCRIPTION event, so the
 /// parser cannot know that it ends in a CRC32; drop those four bytes when they are one.
 fn strip_rotate_checksum(ev: &Event, name: &[u8]) -> usize {
@@ -678,7 +692,25 @@ impl Reader {
                     self.last_boundary.pos = rot.position();
                 }
             }
-            t::FORMAT_DESCRIPTION => self.seen_fde = true,
+            t::FORMAT_DESCRIPTION => {
+                let data = ev.data();
+                let version = data.get(2..52).map(|v| {
+                    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+                    String::from_utf8_lossy(&v[..end]).into_owned()
+                });
+                if let Some(v) = version.filter(|v| pre_ga_event_numbering(v)) {
+                    return Err(self.unsupported(
+                        "FORMAT_DESCRIPTION event",
+                        pos,
+                        &format!(
+                            "written by MySQL {v}, a pre-GA 5.1 development build whose event \
+                             type numbers differ from every released server; such binlogs are \
+                             not supported (their rows would be misread)"
+                        ),
+                    ));
+                }
+                self.seen_fde = true;
+            }
             t::MARIA_GTID => {
                 let (g, flags2) = mariadb_gtid(ev.data(), h.server_id())
                     .ok_or_else(|| self.unsupported("MariaDB GTID event", pos, "body too short"))?;
@@ -962,4 +994,30 @@ async fn check_gtid_domains(conn: &mut Conn, requested: &GtidState) -> Result<()
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pre_ga_tests {
+    use super::pre_ga_event_numbering;
+
+    #[test]
+    fn only_the_pre_ga_trees_mysql_remaps_are_refused() {
+        for v in [
+            "5.2.2-a_drop6p13-alpha",
+            "5.1.2-a_drop5p10",
+            "5.1.4-a_drop6p0",
+        ] {
+            assert!(pre_ga_event_numbering(v), "{v}");
+        }
+        for v in [
+            "5.1.23-rc-debug-log",
+            "5.1.1-alpha",
+            "8.0.36",
+            "10.11.6-MariaDB",
+            "5.1.6-a_drop5p1",
+            "",
+        ] {
+            assert!(!pre_ga_event_numbering(v), "{v}");
+        }
+    }
 }
