@@ -49,45 +49,68 @@ pub fn original_records(db: &MariaDb) -> Vec<String> {
 }
 
 /// The original publisher (../shared/seed), ported to Python 3: python-mysql-replication plus
-/// boto3, one `put_record` per row with the constant key "default", each record also printed.
-/// Changed only to point at the test servers, to read from the start of the binlog and to stop
-/// after `limit` rows, printing `rows seconds` on stderr.
+/// boto3, one `put_record` per row with the constant key "default". Changed only to point at
+/// the test servers, to read one table from the start of the binlog (`only_tables`), to stop
+/// after `limit` rows, to encode DECIMAL/DATETIME/bytes with `default=str` (the original
+/// crashes on them), and to print `rows seconds cpu_seconds peak_rss_kib` on stderr, timed
+/// from its first row (so skipping other tables' events before it is not counted against it).
+/// With endpoint `-` it only decodes and encodes (the original's decoding alone).
 pub const ORIGINAL_SCRIPT: &str = r#"
-import json, sys, time
+import json, resource, sys, time
 import boto3
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 def main():
-    port, password, endpoint, stream_name, limit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="test", aws_secret_access_key="test")
+    port, password, endpoint, stream_name, limit, table = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+    kinesis = None
+    if endpoint != "-":
+        kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
     stream = BinLogStreamReader(
         connection_settings={"host": "127.0.0.1", "port": port, "user": "repl", "passwd": password},
-        server_id=100, blocking=False, resume_stream=False, is_mariadb=True,
+        server_id=100, blocking=False, resume_stream=False, is_mariadb=True, only_tables=[table],
         only_events=[DeleteRowsEvent, WriteRowsEvent, UpdateRowsEvent])
     n = 0
-    start = time.monotonic()
+    start = cpu0 = None
     for binlogevent in stream:
         for row in binlogevent.rows:
+            if start is None:
+                start, cpu0 = time.monotonic(), time.process_time()
             event = {"schema": binlogevent.schema, "table": binlogevent.table,
                      "type": type(binlogevent).__name__, "row": row}
-            kinesis.put_record(StreamName=stream_name, Data=json.dumps(event, default=str), PartitionKey="default")
-            print(json.dumps(event, default=str))
+            data = json.dumps(event, default=str)
+            if kinesis is not None:
+                kinesis.put_record(StreamName=stream_name, Data=data, PartitionKey="default")
             n += 1
             if n >= limit:
                 break
         if n >= limit:
             break
     elapsed = time.monotonic() - start
+    cpu = time.process_time() - cpu0
     stream.close()
-    print(n, elapsed, file=sys.stderr)
+    print(n, elapsed, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 
 main()
 "#;
 
-/// Runs [`ORIGINAL_SCRIPT`]; returns (rows, seconds).
-pub fn run_original(db: &MariaDb, endpoint: &str, stream: &str, limit: u64) -> (u64, f64) {
+/// One run of [`ORIGINAL_SCRIPT`].
+pub struct OriginalRun {
+    pub rows: u64,
+    pub secs: f64,
+    pub cpu_secs: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs [`ORIGINAL_SCRIPT`] over `table`'s first `limit` rows; `endpoint` None only decodes.
+pub fn run_original(
+    db: &MariaDb,
+    endpoint: Option<&str>,
+    stream: &str,
+    table: &str,
+    limit: u64,
+) -> OriginalRun {
     crate::ensure_deps();
     let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
     let out = Command::new(&python)
@@ -96,9 +119,10 @@ pub fn run_original(db: &MariaDb, endpoint: &str, stream: &str, limit: u64) -> (
         .args([
             db.port.to_string(),
             db.repl_password.clone(),
-            endpoint.to_string(),
+            endpoint.unwrap_or("-").to_string(),
             stream.to_string(),
             limit.to_string(),
+            table.to_string(),
         ])
         .stdout(std::process::Stdio::null())
         .output()
@@ -106,10 +130,14 @@ pub fn run_original(db: &MariaDb, endpoint: &str, stream: &str, limit: u64) -> (
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "original script failed: {stderr}");
     let last = stderr.lines().last().unwrap_or("");
-    let mut f = last.split_whitespace();
-    let rows = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let secs = f.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    (rows, secs)
+    let f: Vec<&str> = last.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    OriginalRun {
+        rows: num(0).unwrap_or(0.0) as u64,
+        secs: num(1).unwrap_or(f64::NAN),
+        cpu_secs: num(2).unwrap_or(f64::NAN),
+        peak_rss_kib: num(3).unwrap_or(0.0) as u64,
+    }
 }
 
 const DEAGGREGATE: &str = r#"

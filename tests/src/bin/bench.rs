@@ -1,14 +1,18 @@
-//! Benchmark program (not a test): writes workloads into a real MariaDB binlog first, then
-//! drains them, printing rows/s, CPU seconds per million rows and peak RSS for
+//! Benchmark program (not a test). It starts its own MariaDB and kinesalite, writes every
+//! workload into the binlog first, then drains it with each run and prints one table:
+//!  - the original script (python-mysql-replication + boto3, one put_record per row) on a
+//!    sample, and its decoding alone (no Kinesis) on a larger sample,
+//!  - the publisher into kinesalite, one record per row,
+//!  - the publisher into kinesalite with KPL aggregation,
+//!  - the publisher into a null sink (read + decode + encode),
 //!  - a bare mysql_async loop that only reads and decodes rows (the ceiling for our decoder),
-//!  - the publisher's read + decode + encode into a null sink,
-//!  - end to end into kinesalite: the original script (one put_record per row) on a sample,
-//!    the publisher, the publisher with KPL aggregation, and a bare sequential PutRecords
-//!    loop (what the emulator accepts).
+//!  - a bare sequential PutRecords loop with the workload's own records (what the emulator
+//!    accepts),
 //!
-//! Each measured run is a child process of its own, so its peak RSS is its own.
+//! then latency from commit to a consumer seeing the row at steady write rates.
+//! Each measured run is a child process of its own, so its CPU time and peak RSS are its own.
 //!
-//!     cargo run --release -p binlogstream-tests --bin bench -- --rows 1000000 --kinesis-rows 100000
+//!     cargo run --release -p binlogstream-tests --bin bench -- --rows 1000000
 
 use std::{
     process::Command,
@@ -35,25 +39,94 @@ use publisher::{
 #[derive(Clone, Copy)]
 struct Workload {
     name: &'static str,
+    /// `{t}` is the table name.
     create: &'static str,
-    select: &'static str,
+    /// `{t}` is the table, `{lo}`..`{hi}` the ids of one statement.
+    insert: &'static str,
+    /// All rows in one statement (one transaction) instead of 10,000-row statements.
+    one_transaction: bool,
 }
 
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "narrow",
-        create: "CREATE TABLE bench.narrow (idUsers INT PRIMARY KEY, Name VARCHAR(100))",
-        select: "INSERT INTO bench.narrow SELECT seq, CONCAT('User number ', seq) FROM seq_{lo}_to_{hi}",
+        create: "CREATE TABLE bench.{t} (idUsers INT PRIMARY KEY, Name VARCHAR(100))",
+        insert: "INSERT INTO bench.{t} SELECT seq, CONCAT('User number ', seq) FROM seq_{lo}_to_{hi}",
+        one_transaction: false,
     },
     Workload {
-        name: "wide10",
-        create: "CREATE TABLE bench.wide10 (id INT PRIMARY KEY, a BIGINT, b VARCHAR(40), c DECIMAL(12,2), \
-                 d DATETIME(6), e DOUBLE, f TINYINT UNSIGNED, g TEXT, h DATE, i VARCHAR(20))",
-        select: "INSERT INTO bench.wide10 SELECT seq, seq * 1000, CONCAT('name-', seq), seq / 7, \
+        name: "wide",
+        create: "CREATE TABLE bench.{t} (id INT PRIMARY KEY, a BIGINT, b VARCHAR(40), \
+                 c DECIMAL(12,2), d DATETIME(6), e DOUBLE, f TINYINT UNSIGNED, g TEXT, h DATE, \
+                 i VARCHAR(20), j JSON, k TIMESTAMP(3) NULL, l SMALLINT, m FLOAT, n CHAR(10), \
+                 o VARBINARY(16), p ENUM('red','green','blue'), q TIME(3), r DECIMAL(20,6), \
+                 s TINYINT(1), u YEAR)",
+        insert: "INSERT INTO bench.{t} SELECT seq, seq * 1000, CONCAT('name-', seq), seq / 7, \
                  TIMESTAMP('2024-01-01') + INTERVAL seq SECOND, seq / 3, seq % 256, REPEAT('x', 40), \
-                 DATE('2024-01-01') + INTERVAL (seq % 365) DAY, 'constant' FROM seq_{lo}_to_{hi}",
+                 DATE('2024-01-01') + INTERVAL (seq % 365) DAY, 'constant', \
+                 JSON_OBJECT('id', seq, 'tags', JSON_ARRAY('a', 'b'), 'ok', true), \
+                 TIMESTAMP('2024-01-01 00:00:00.123') + INTERVAL seq SECOND, seq % 30000, seq / 11, \
+                 'fixed', UNHEX(MD5(seq)), ELT(1 + seq % 3, 'red', 'green', 'blue'), \
+                 SEC_TO_TIME(seq % 86400), seq / 13, seq % 2, 2000 + seq % 100 FROM seq_{lo}_to_{hi}",
+        one_transaction: false,
+    },
+    Workload {
+        name: "txn",
+        create: "CREATE TABLE bench.{t} (idUsers INT PRIMARY KEY, Name VARCHAR(100))",
+        insert: "INSERT INTO bench.{t} SELECT seq, CONCAT('User number ', seq) FROM seq_{lo}_to_{hi}",
+        one_transaction: true,
     },
 ];
+
+struct Args {
+    rows: u64,
+    txn_rows: u64,
+    kinesis_rows: u64,
+    original_rows: u64,
+    original_decode_rows: u64,
+    latency_seconds: u64,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let get = |name: &str, default: u64| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}: `{v}` is not a row count"))
+                })
+                .unwrap_or(default)
+        };
+        let rows = get("--rows", 1_000_000);
+        let kinesis_rows = get("--kinesis-rows", 100_000);
+        Args {
+            rows,
+            txn_rows: get("--txn-rows", 1_000_000),
+            kinesis_rows,
+            original_rows: get("--original-rows", 5_000).min(kinesis_rows),
+            original_decode_rows: get("--original-decode-rows", 100_000).min(rows),
+            latency_seconds: get("--latency-seconds", 5),
+        }
+    }
+
+    /// (table for decode runs, its rows, table for Kinesis runs, its rows). The 1M-row
+    /// transaction is one workload: every run reads the same transaction.
+    fn tables(&self, w: &Workload) -> (String, u64, String, u64) {
+        if w.one_transaction {
+            (w.name.into(), self.txn_rows, w.name.into(), self.txn_rows)
+        } else {
+            (
+                w.name.into(),
+                self.rows,
+                format!("{}_k", w.name),
+                self.kinesis_rows,
+            )
+        }
+    }
+}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -81,71 +154,24 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Child mode: one measured run; prints `rows seconds cpu_seconds peak_rss_kib`.
-async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
+async fn child(mode: &str, port: u16, table: &str, endpoint: &str, stream: &str) {
     let url = format!("mysql://repl@127.0.0.1:{port}");
     let start = Instant::now();
     let cpu0 = cpu_seconds();
+    let mut cfg = binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
+    cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
     let rows = match mode {
-        "bare" => {
-            let opts = Opts::from_url(&url).expect("url");
-            let opts: Opts = mysql_async::OptsBuilder::from_opts(opts)
-                .pass(Some("repl-pw"))
-                .into();
-            let mut conn = Conn::new(opts).await.expect("connect");
-            conn.query_drop("SET @mariadb_slave_capability=4")
-                .await
-                .expect("cap");
-            let mut stream = conn
-                .get_binlog_stream(
-                    BinlogStreamRequest::new(7777)
-                        .with_filename(b"")
-                        .with_pos(4u64)
-                        .with_non_blocking(),
-                )
-                .await
-                .expect("dump");
-            let mut rows = 0u64;
-            while let Some(ev) = stream.next().await {
-                let ev = ev.expect("event");
-                if let Ok(Some(EventData::RowsEvent(r))) = ev.read_data() {
-                    let tme = stream.get_tme(r.table_id()).expect("tme");
-                    if tme.table_name() != table {
-                        continue;
-                    }
-                    for row in r.rows(tme) {
-                        let _ = std::hint::black_box(row.expect("row"));
-                        rows += 1;
-                    }
-                }
-            }
-            rows
-        }
+        "bare" => bare_decode(&url, table).await,
         "kinesis" | "kinesis-agg" => {
-            let stream = if mode == "kinesis" {
-                "publisher"
-            } else {
-                "aggregated"
-            };
-            let mut cfg =
-                binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
-            cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
             let mut k = KinesisConfig::new(stream);
             k.aggregate = mode == "kinesis-agg";
             let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
-            binlogstream_tests::capture::publish_to_kinesis(
-                cfg,
-                endpoint.expect("endpoint"),
-                k,
-                metrics,
-            )
-            .await
-            .expect("run")
-            .rows
+            binlogstream_tests::capture::publish_to_kinesis(cfg, endpoint, k, metrics)
+                .await
+                .expect("run")
+                .rows
         }
         _ => {
-            let mut cfg =
-                binlogstream_tests::capture::config_for_url(&url, "repl-pw", StartFrom::Earliest);
-            cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
             let reader = Reader::open(cfg, None).await.expect("open");
             let mut sink = NullSink::default();
             pipeline::run(
@@ -168,6 +194,42 @@ async fn child(mode: &str, port: u16, table: &str, endpoint: Option<&str>) {
     );
 }
 
+/// The ceiling: mysql_async's own binlog stream and mysql_common's row parser, nothing else.
+async fn bare_decode(url: &str, table: &str) -> u64 {
+    let opts = Opts::from_url(url).expect("url");
+    let opts: Opts = mysql_async::OptsBuilder::from_opts(opts)
+        .pass(Some("repl-pw"))
+        .into();
+    let mut conn = Conn::new(opts).await.expect("connect");
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .expect("cap");
+    let mut stream = conn
+        .get_binlog_stream(
+            BinlogStreamRequest::new(7777)
+                .with_filename(b"")
+                .with_pos(4u64)
+                .with_non_blocking(),
+        )
+        .await
+        .expect("dump");
+    let mut rows = 0u64;
+    while let Some(ev) = stream.next().await {
+        let ev = ev.expect("event");
+        if let Ok(Some(EventData::RowsEvent(r))) = ev.read_data() {
+            let tme = stream.get_tme(r.table_id()).expect("tme");
+            if tme.table_name() != table {
+                continue;
+            }
+            for row in r.rows(tme) {
+                let _ = std::hint::black_box(row.expect("row"));
+                rows += 1;
+            }
+        }
+    }
+    rows
+}
+
 struct Measured {
     rows: u64,
     secs: f64,
@@ -175,19 +237,21 @@ struct Measured {
     rss_kib: u64,
 }
 
-fn measure(mode: &str, port: u16, table: &str) -> Measured {
-    measure_with(mode, port, table, "")
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.secs
+    }
 }
 
-fn measure_with(mode: &str, port: u16, table: &str, endpoint: &str) -> Measured {
+fn measure(mode: &str, port: u16, table: &str, endpoint: &str, stream: &str) -> Measured {
     let exe = std::env::current_exe().expect("exe");
     let out = Command::new(exe)
-        .args(["--child", mode, &port.to_string(), table, endpoint])
+        .args(["--child", mode, &port.to_string(), table, endpoint, stream])
         .output()
         .expect("child");
     assert!(
         out.status.success(),
-        "{}",
+        "{mode} run on {table}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -200,106 +264,272 @@ fn measure_with(mode: &str, port: u16, table: &str, endpoint: &str) -> Measured 
     }
 }
 
+fn row(workload: &str, run: &str, m: &Measured) {
+    let rss = if m.rss_kib == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}", m.rss_kib as f64 / 1024.0)
+    };
+    let cpu = if m.cpu.is_nan() {
+        "-".to_string()
+    } else {
+        format!("{:.2}", m.cpu / (m.rows as f64 / 1e6))
+    };
+    println!(
+        "{workload:<7} {run:<42} {:>9} {:>11.0} {:>9.2} {cpu:>11} {rss:>9}",
+        m.rows,
+        m.rate(),
+        m.secs,
+    );
+}
+
+fn ratio(workload: &str, what: &str, value: f64, target: &str) {
+    println!("{workload:<7} {what:<42} {value:>9.2}  (target {target})");
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        let endpoint = args.get(5).filter(|e| !e.is_empty()).map(String::as_str);
-        child(&args[2], args[3].parse().expect("port"), &args[4], endpoint).await;
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--child") {
+        child(
+            &argv[2],
+            argv[3].parse().expect("port"),
+            &argv[4],
+            &argv[5],
+            &argv[6],
+        )
+        .await;
         return;
     }
-    let rows: u64 = args
-        .iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let kinesis_rows: u64 = args
-        .iter()
-        .position(|a| a == "--kinesis-rows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let original_rows: u64 = args
-        .iter()
-        .position(|a| a == "--original-rows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000)
-        .min(kinesis_rows);
+    let args = Args::parse();
 
     // FULL metadata so the original's decoder (python-mysql-replication 1.x) names columns.
-    let db = MariaDb::start_with(Metadata::Full, &["--binlog-annotate-row-events=OFF"]).await;
+    let (db, kinesalite) = tokio::join!(
+        MariaDb::start_with(Metadata::Full, &["--binlog-annotate-row-events=OFF"]),
+        Kinesalite::start()
+    );
     db.exec("CREATE DATABASE bench").await;
     let mut conn = db.root().await;
-    conn.query_drop("USE bench").await.expect("use");
     for w in WORKLOADS {
-        write_workload(&mut conn, w, rows).await;
+        let (table, rows, ktable, krows) = args.tables(w);
+        write_workload(&mut conn, w, &table, rows).await;
+        if ktable != table {
+            write_workload(&mut conn, w, &ktable, krows).await;
+        }
     }
+    let endpoint = kinesalite.endpoint();
 
     println!(
-        "\nbinlogstream bench: {rows} rows per workload, MariaDB {} on loopback, {} cores",
+        "\nbinlogstream bench: MariaDB {} and kinesalite {} on loopback, {} cores, {}",
         db_version(&mut conn).await,
-        num_cpus()
+        binlogstream_tests::kinesis::KINESALITE_VERSION,
+        num_cpus(),
+        cpu_model()
     );
     println!(
-        "{:<8} {:<28} {:>12} {:>12} {:>10} {:>14}",
-        "workload", "run", "rows/s", "seconds", "cpu s/Mrow", "peak RSS MiB"
+        "{:<7} {:<42} {:>9} {:>11} {:>9} {:>11} {:>9}",
+        "load", "run", "rows", "rows/s", "seconds", "cpu s/Mrow", "RSS MiB"
     );
+    let mut ratios = Vec::new();
     for w in WORKLOADS {
-        let bare = measure("bare", db.port, w.name);
-        let ours = measure("publisher", db.port, w.name);
-        for (label, m) in [
-            ("bare mysql_async decode", &bare),
-            ("publisher -> null sink", &ours),
-        ] {
-            assert_eq!(m.rows, rows, "{label} saw every row");
-            println!(
-                "{:<8} {:<28} {:>12.0} {:>12.3} {:>10.3} {:>14.1}",
-                w.name,
-                label,
-                m.rows as f64 / m.secs,
-                m.secs,
-                m.cpu / (m.rows as f64 / 1e6),
-                m.rss_kib as f64 / 1024.0
-            );
+        let (table, _, ktable, _) = args.tables(w);
+        let (orig, pubs, agg, bare_put) = (
+            format!("orig-{}", w.name),
+            format!("pub-{}", w.name),
+            format!("agg-{}", w.name),
+            format!("bare-{}", w.name),
+        );
+        kinesalite.create_stream(&orig, 1).await;
+        for s in [&pubs, &agg, &bare_put] {
+            kinesalite.create_stream(s, 4).await;
         }
-        println!(
-            "{:<8} {:<28} {:>12.2}",
+
+        let original_decode = original(
+            &db,
+            None,
+            "-",
+            &table,
+            args.original_decode_rows.min(args.tables(w).1),
+        );
+        row(
             w.name,
-            "ratio publisher/bare",
-            (ours.rows as f64 / ours.secs) / (bare.rows as f64 / bare.secs)
+            "original, decode + json.dumps only",
+            &original_decode,
+        );
+        let original_put = original(
+            &db,
+            Some(&endpoint),
+            &orig,
+            &ktable,
+            args.original_rows.min(args.tables(w).3),
+        );
+        row(
+            w.name,
+            "original -> kinesalite (put_record/row)",
+            &original_put,
+        );
+        let ours = measure("kinesis", db.port, &ktable, &endpoint, &pubs);
+        row(w.name, "publisher -> kinesalite (4 shards)", &ours);
+        let aggregated = measure("kinesis-agg", db.port, &ktable, &endpoint, &agg);
+        row(
+            w.name,
+            "publisher -> kinesalite, KPL aggregation",
+            &aggregated,
+        );
+        let null = measure("publisher", db.port, &table, "", "");
+        row(w.name, "publisher -> null sink", &null);
+        let bare = measure("bare", db.port, &table, "", "");
+        row(w.name, "bare mysql_async read + decode", &bare);
+        let sample = first_record(&endpoint, &pubs).await;
+        let put = bare_put_records(&endpoint, &bare_put, &sample, ours.rows as usize).await;
+        row(
+            w.name,
+            &format!("bare PutRecords loop ({} B records)", sample.len()),
+            &put,
+        );
+        for (m, n) in [(&ours, args.tables(w).3), (&aggregated, args.tables(w).3)] {
+            assert_eq!(m.rows, n, "{}: the publisher delivered every row", w.name);
+        }
+        assert_eq!(
+            null.rows,
+            args.tables(w).1,
+            "{}: null sink saw every row",
+            w.name
+        );
+        assert_eq!(bare.rows, null.rows, "{}: bare loop saw every row", w.name);
+        ratios.push((
+            w.name,
+            original_decode,
+            original_put,
+            ours,
+            aggregated,
+            null,
+            bare,
+            put,
+        ));
+    }
+    println!();
+    for (name, odec, oput, ours, agg, null, bare, put) in &ratios {
+        ratio(
+            name,
+            "publisher/original (one record per row)",
+            ours.rate() / oput.rate(),
+            "~15x ceiling",
+        );
+        ratio(
+            name,
+            "aggregated publisher/original",
+            agg.rate() / oput.rate(),
+            ">= 100",
+        );
+        ratio(
+            name,
+            "publisher/bare PutRecords",
+            ours.rate() / put.rate(),
+            ">= 0.90",
+        );
+        ratio(
+            name,
+            "null-sink publisher/bare decode",
+            null.rate() / bare.rate(),
+            ">= 0.80",
+        );
+        ratio(
+            name,
+            "null-sink publisher/original decode",
+            null.rate() / odec.rate(),
+            ">= 10",
         );
     }
-    kinesis_section(&db, &mut conn, kinesis_rows, original_rows).await;
 
-    let latency_secs: u64 = args
-        .iter()
-        .position(|a| a == "--latency-seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let kinesalite = Kinesalite::start().await;
     println!(
-        "\ncommit -> consumer sees it, steady writes for {latency_secs}s, default linger (5 ms)"
+        "\ncommit -> consumer sees it, steady writes for {}s, default linger (5 ms), 2 shards",
+        args.latency_seconds
     );
     println!(
-        "{:<20} {:>10} {:>10} {:>10} {:>10}",
-        "rate (rows/s)", "p50 ms", "p99 ms", "max ms", "rows"
+        "{:<14} {:<12} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "rate (rows/s)", "records", "p50 ms", "p99 ms", "max ms", "rows", "Kinesis recs"
     );
     for rate in [1_000u64, 10_000] {
-        let (p50, p99, max, n) = latency_run(&db, &kinesalite, rate, latency_secs).await;
-        println!(
-            "{:<20} {:>10.1} {:>10.1} {:>10.1} {:>10}",
-            rate, p50, p99, max, n
-        );
+        for aggregate in [false, true] {
+            let r = latency_run(&db, &kinesalite, rate, aggregate, args.latency_seconds).await;
+            println!(
+                "{:<14} {:<12} {:>10.1} {:>10.1} {:>10.1} {:>10} {:>14}",
+                rate,
+                if aggregate {
+                    "aggregated"
+                } else {
+                    "one per row"
+                },
+                r.p50,
+                r.p99,
+                r.max,
+                r.rows,
+                r.records
+            );
+        }
     }
 }
 
-async fn bare_put_records(endpoint: &str, stream: &str, records: usize) -> f64 {
+fn original(
+    db: &MariaDb,
+    endpoint: Option<&str>,
+    stream: &str,
+    table: &str,
+    rows: u64,
+) -> Measured {
+    let r = python::run_original(db, endpoint, stream, table, rows);
+    assert_eq!(r.rows, rows, "the original read its sample of {table}");
+    Measured {
+        rows: r.rows,
+        secs: r.secs,
+        cpu: r.cpu_secs,
+        rss_kib: r.peak_rss_kib,
+    }
+}
+
+/// The publisher's first record on `stream`: the bare PutRecords loop sends records of the
+/// same size, so the comparison is with what kinesalite accepts for this workload.
+async fn first_record(endpoint: &str, stream: &str) -> Vec<u8> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let client = client_for(endpoint).await;
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("shards");
+    for sh in shards.shards() {
+        let it = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(sh.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator");
+        let page = client
+            .get_records()
+            .set_shard_iterator(it.shard_iterator().map(str::to_string))
+            .limit(1)
+            .send()
+            .await
+            .expect("get");
+        if let Some(r) = page.records().first() {
+            return r.data().as_ref().to_vec();
+        }
+    }
+    panic!("no record on {stream}");
+}
+
+async fn bare_put_records(
+    endpoint: &str,
+    stream: &str,
+    payload: &[u8],
+    records: usize,
+) -> Measured {
     use aws_sdk_kinesis::{primitives::Blob, types::PutRecordsRequestEntry};
     let client = client_for(endpoint).await;
-    let payload = br#"{"table": "e2e", "row": {"values": {"idUsers": 1, "Name": "User number 1"}}, "type": "WriteRowsEvent", "schema": "bench"}"#;
     let t = Instant::now();
     let mut sent = 0;
     while sent < records {
@@ -323,78 +553,12 @@ async fn bare_put_records(endpoint: &str, stream: &str, records: usize) -> f64 {
         assert_eq!(out.failed_record_count(), Some(0));
         sent += n;
     }
-    records as f64 / t.elapsed().as_secs_f64()
-}
-
-async fn kinesis_section(db: &MariaDb, conn: &mut Conn, rows: u64, original_rows: u64) {
-    let e2e = Workload {
-        name: "e2e",
-        create: "CREATE TABLE bench.e2e (idUsers INT PRIMARY KEY, Name VARCHAR(100))",
-        select:
-            "INSERT INTO bench.e2e SELECT seq, CONCAT('User number ', seq) FROM seq_{lo}_to_{hi}",
-    };
-    write_workload(conn, &e2e, rows).await;
-    let kinesalite = Kinesalite::start().await;
-    kinesalite.create_stream("original", 1).await;
-    kinesalite.create_stream("publisher", 4).await;
-    kinesalite.create_stream("bare", 4).await;
-    kinesalite.create_stream("aggregated", 4).await;
-
-    let (orig_rows, orig_secs) =
-        python::run_original(db, &kinesalite.endpoint(), "original", original_rows);
-    let ours = measure_with("kinesis", db.port, "e2e", &kinesalite.endpoint());
-    assert_eq!(ours.rows, rows, "publisher delivered every row");
-    let agg = measure_with("kinesis-agg", db.port, "e2e", &kinesalite.endpoint());
-    assert_eq!(agg.rows, rows, "aggregated publisher delivered every row");
-    let bare = bare_put_records(&kinesalite.endpoint(), "bare", rows as usize).await;
-    let orig_rate = orig_rows as f64 / orig_secs;
-    let our_rate = ours.rows as f64 / ours.secs;
-    println!(
-        "\nend to end into kinesalite {} (narrow table, {rows} rows; original on its first {orig_rows})",
-        binlogstream_tests::kinesis::KINESALITE_VERSION
-    );
-    println!(
-        "{:<44} {:>12} {:>12} {:>14}",
-        "run", "rows/s", "seconds", "peak RSS MiB"
-    );
-    println!(
-        "{:<44} {:>12.0} {:>12.3} {:>14}",
-        "original script (put_record per row)", orig_rate, orig_secs, "-"
-    );
-    println!(
-        "{:<44} {:>12.0} {:>12.3} {:>14.1}",
-        "publisher -> kinesalite (PutRecords, 4 shards)",
-        our_rate,
-        ours.secs,
-        ours.rss_kib as f64 / 1024.0
-    );
-    let agg_rate = agg.rows as f64 / agg.secs;
-    println!(
-        "{:<44} {:>12.0} {:>12.3} {:>14.1}",
-        "publisher -> kinesalite, KPL aggregation",
-        agg_rate,
-        agg.secs,
-        agg.rss_kib as f64 / 1024.0
-    );
-    println!(
-        "{:<44} {:>12.0}",
-        "bare sequential PutRecords loop (records/s)", bare
-    );
-    println!(
-        "{:<44} {:>12.1}",
-        "ratio aggregated publisher/original",
-        agg_rate / orig_rate
-    );
-    println!(
-        "{:<44} {:>12.1}",
-        "ratio publisher/original",
-        our_rate / orig_rate
-    );
-    println!(
-        "{:<44} {:>12.2}",
-        "ratio publisher/bare PutRecords",
-        our_rate / bare
-    );
+    Measured {
+        rows: records as u64,
+        secs: t.elapsed().as_secs_f64(),
+        cpu: f64::NAN,
+        rss_kib: 0,
+    }
 }
 
 fn now_micros() -> i64 {
@@ -404,6 +568,26 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    rows: usize,
+    records: usize,
+}
+
+/// User records in one Kinesis record: itself, or the inner records of a KPL aggregate.
+fn user_records(data: &[u8]) -> Vec<Vec<u8>> {
+    use prost::Message;
+    use publisher::sink::kinesis::kpl::{AggregatedRecord, MAGIC};
+    if data.len() > 20 && data[..4] == MAGIC {
+        let agg = AggregatedRecord::decode(&data[4..data.len() - 16]).expect("aggregate");
+        agg.records.into_iter().map(|r| r.data).collect()
+    } else {
+        vec![data.to_vec()]
+    }
+}
+
 /// Latency from commit to a consumer seeing the record, at a steady write rate: rows carry
 /// their client-side commit time; a consumer polls every shard with GetRecords. This bounds
 /// commit → Kinesis acknowledgement from above (it adds the consumer's polling delay).
@@ -411,11 +595,12 @@ async fn latency_run(
     db: &MariaDb,
     kinesalite: &Kinesalite,
     rate: u64,
+    aggregate: bool,
     seconds: u64,
-) -> (f64, f64, f64, usize) {
+) -> Latency {
     use aws_sdk_kinesis::types::ShardIteratorType;
-    let table = format!("lat{rate}");
-    let stream = format!("latency-{rate}");
+    let table = format!("lat{rate}{}", if aggregate { "agg" } else { "" });
+    let stream = format!("latency-{table}");
     kinesalite.create_stream(&stream, 2).await;
     let mut conn = db.root().await;
     conn.query_drop(format!(
@@ -447,6 +632,7 @@ async fn latency_run(
     let total = (rate * seconds) as usize;
     let consumer = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(total);
+        let mut records = 0;
         let deadline = Instant::now() + Duration::from_secs(seconds + 60);
         while latencies.len() < total && Instant::now() < deadline {
             for it in iters.iter_mut() {
@@ -460,16 +646,18 @@ async fn latency_run(
                     .expect("get");
                 let now = now_micros();
                 for r in page.records() {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(r.data().as_ref()).expect("json");
-                    if let Some(t) = v["row"]["values"]["t"].as_i64() {
-                        latencies.push((now - t) as f64 / 1000.0);
+                    records += 1;
+                    for data in user_records(r.data().as_ref()) {
+                        let v: serde_json::Value = serde_json::from_slice(&data).expect("json");
+                        if let Some(t) = v["row"]["values"]["t"].as_i64() {
+                            latencies.push((now - t) as f64 / 1000.0);
+                        }
                     }
                 }
                 *it = page.next_shard_iterator().map(str::to_string);
             }
         }
-        latencies
+        (latencies, records)
     });
 
     // The publisher, live, from the current end of the binlog.
@@ -487,11 +675,21 @@ async fn latency_run(
     let publisher_task = tokio::spawn(async move {
         let client = client_for(&endpoint).await;
         let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
-        let mut sink = publisher::sink::kinesis::KinesisSink::new(
-            client,
-            KinesisConfig::new(stream_name),
-            metrics.clone(),
-        );
+        let mut k = KinesisConfig::new(stream_name.clone());
+        k.aggregate = aggregate;
+        let ranges = if aggregate {
+            Some(
+                publisher::sink::kinesis::shard_ranges(&client, &stream_name)
+                    .await
+                    .expect("shards"),
+            )
+        } else {
+            None
+        };
+        let mut sink = publisher::sink::kinesis::KinesisSink::new(client, k, metrics.clone());
+        if let Some(r) = ranges {
+            sink.set_shards(r);
+        }
         let opts = PipelineOptions {
             metrics,
             ..PipelineOptions::default()
@@ -522,7 +720,7 @@ async fn latency_run(
         .await
         .expect("insert");
     }
-    let mut latencies = consumer.await.expect("consumer");
+    let (mut latencies, records) = consumer.await.expect("consumer");
     let _ = stop.send(());
     let _ = publisher_task.await;
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -532,31 +730,34 @@ async fn latency_run(
             .copied()
             .unwrap_or(f64::NAN)
     };
-    (
-        pct(0.50),
-        pct(0.99),
-        latencies.last().copied().unwrap_or(f64::NAN),
-        latencies.len(),
-    )
+    Latency {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        rows: latencies.len(),
+        records,
+    }
 }
 
-async fn write_workload(conn: &mut Conn, w: &Workload, rows: u64) {
-    conn.query_drop(w.create).await.expect("create");
+async fn write_workload(conn: &mut Conn, w: &Workload, table: &str, rows: u64) {
+    conn.query_drop(w.create.replace("{t}", table))
+        .await
+        .expect("create");
     let t = Instant::now();
-    let batch = 10_000u64;
+    let batch = if w.one_transaction { rows } else { 10_000 };
     let mut lo = 1;
     while lo <= rows {
         let hi = (lo + batch - 1).min(rows);
         let sql = w
-            .select
+            .insert
+            .replace("{t}", table)
             .replace("{lo}", &lo.to_string())
             .replace("{hi}", &hi.to_string());
         conn.query_drop(sql).await.expect("insert");
         lo = hi + 1;
     }
     eprintln!(
-        "wrote {rows} rows of {} in {:.1}s",
-        w.name,
+        "wrote {rows} rows of {table} in {:.1}s",
         t.elapsed().as_secs_f64()
     );
 }
@@ -573,4 +774,16 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
 }
