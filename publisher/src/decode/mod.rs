@@ -1,6 +1,7 @@
 //! Pure decoding: TABLE_MAP + ROWS events to records. No I/O here.
 
 pub mod charset;
+pub mod json_diff;
 pub mod plan;
 pub mod value;
 
