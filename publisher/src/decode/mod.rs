@@ -192,7 +192,9 @@ fn read_image(
         if bit(nulls, image_idx) {
             out.extend_from_slice(b"null");
             if let (JsonDocs::Keep(d), true) = (&mut docs, is_json) {
-                d[i] = BeforeDoc::Null;
+                if let Some(slot) = d.get_mut(i) {
+                    *slot = BeforeDoc::Null;
+                }
             }
         } else {
             let is_partial = is_json && bit(partial_bits, json_idx);
@@ -220,10 +222,13 @@ fn read_image(
                     // Parsed once: written now, kept for the after image's diffs.
                     let doc = value::json_document(j).map_err(img_err)?;
                     json::write_value(out, &doc);
-                    d[i] = BeforeDoc::Doc(doc);
+                    if let Some(slot) = d.get_mut(i) {
+                        *slot = BeforeDoc::Doc(doc);
+                    }
                 }
                 (JsonDocs::Apply(d), BinlogValue::JsonDiff(diffs)) => {
-                    let doc = apply_diffs(std::mem::take(&mut d[i]), diffs).map_err(img_err)?;
+                    let before = d.get_mut(i).map(std::mem::take).unwrap_or_default();
+                    let doc = apply_diffs(before, diffs).map_err(img_err)?;
                     json::write_value(out, &doc);
                 }
                 _ => value::write_value(out, col, &value).map_err(img_err)?,
@@ -359,7 +364,11 @@ pub fn decode_rows(
                     partial,
                     &mut body,
                     want_key.then_some(&mut after_spans),
-                    JsonDocs::Apply(&mut before_docs),
+                    if partial {
+                        JsonDocs::Apply(&mut before_docs)
+                    } else {
+                        JsonDocs::Ignore
+                    },
                 )
                 .map_err(map_img)?;
                 for (k, s) in key_spans.iter_mut().zip(after_spans) {
