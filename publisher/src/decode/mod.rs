@@ -1,12 +1,18 @@
 //! Pure decoding: TABLE_MAP + ROWS events to records. No I/O here.
 
 pub mod charset;
+pub mod json_diff;
 pub mod plan;
 pub mod value;
 
 use std::sync::Arc;
 
-use mysql_common::{binlog::events::RowsEventData, binlog::value::BinlogValue, io::ParseBuf};
+use mysql_common::{
+    binlog::events::RowsEventData,
+    binlog::jsondiff::{JsonDiff, JsonDiffOperation},
+    binlog::value::BinlogValue,
+    io::ParseBuf,
+};
 
 pub use plan::{ColumnInfo, Kind, PlanError, TableInfo, TablePlan};
 
@@ -87,6 +93,58 @@ fn bit(bytes: &[u8], i: usize) -> bool {
     bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
+/// A JSON column's value in an update's before image, kept to rebuild the after image's
+/// document from a partial JSON update.
+#[derive(Debug, Default)]
+enum BeforeDoc {
+    /// The before image does not hold the column (binlog_row_image=MINIMAL or NOBLOB).
+    #[default]
+    Absent,
+    Null,
+    Doc(serde_json::Value),
+}
+
+/// What `read_image` does with binary JSON documents, indexed by column.
+enum JsonDocs<'a> {
+    Ignore,
+    /// Before image of a partial update: keep every JSON column's document.
+    Keep(&'a mut [BeforeDoc]),
+    /// After image of a partial update: apply diffs to the kept documents.
+    Apply(&'a mut [BeforeDoc]),
+}
+
+/// The full document of a partially updated JSON column, or why it cannot be had exactly.
+fn apply_diffs(before: BeforeDoc, diffs: &[JsonDiff<'_>]) -> Result<serde_json::Value, String> {
+    const WHAT: &str = "partial JSON update (binlog_row_value_options=PARTIAL_JSON)";
+    let mut doc = match before {
+        BeforeDoc::Doc(d) => d,
+        BeforeDoc::Absent => {
+            return Err(format!(
+                "{WHAT} but the before image does not hold this column (binlog_row_image is not \
+                 FULL), so the new document cannot be rebuilt"
+            ))
+        }
+        BeforeDoc::Null => return Err(format!("{WHAT} of a column whose before value is NULL")),
+    };
+    for diff in diffs {
+        let path = std::str::from_utf8(diff.path())
+            .map_err(|_| format!("{WHAT} with a path that is not UTF-8"))?;
+        let op = match diff.operation() {
+            JsonDiffOperation::REPLACE => json_diff::Op::Replace,
+            JsonDiffOperation::INSERT => json_diff::Op::Insert,
+            JsonDiffOperation::REMOVE => json_diff::Op::Remove,
+        };
+        let value = diff
+            .value()
+            .map(value::json_document)
+            .transpose()
+            .map_err(|e| format!("{WHAT} at {path}: {e}"))?;
+        json_diff::apply(&mut doc, op, path, value)
+            .map_err(|e| format!("{WHAT} does not apply to the before image: {e}"))?;
+    }
+    Ok(doc)
+}
+
 /// Reads one row image and writes it as a JSON object of the present columns.
 fn read_image(
     buf: &mut ParseBuf<'_>,
@@ -95,6 +153,7 @@ fn read_image(
     partial_after: bool,
     out: &mut Vec<u8>,
     mut key: Option<&mut Vec<Option<(usize, usize)>>>,
+    mut docs: JsonDocs<'_>,
 ) -> Result<(), ImageError> {
     let short = |what: &str| ImageError {
         column: "*".into(),
@@ -132,6 +191,11 @@ fn read_image(
         let start = out.len();
         if bit(nulls, image_idx) {
             out.extend_from_slice(b"null");
+            if let (JsonDocs::Keep(d), true) = (&mut docs, is_json) {
+                if let Some(slot) = d.get_mut(i) {
+                    *slot = BeforeDoc::Null;
+                }
+            }
         } else {
             let is_partial = is_json && bit(partial_bits, json_idx);
             // The value parser ties its context's lifetime to the buffer's, so parse from a
@@ -149,10 +213,26 @@ fn read_image(
                     reason: format!("malformed value: {e}"),
                 })?;
             let consumed = buf.0.len() - view.0.len();
-            value::write_value(out, col, &value).map_err(|reason| ImageError {
+            let img_err = |reason: String| ImageError {
                 column: col.name.clone(),
                 reason,
-            })?;
+            };
+            match (&mut docs, &value) {
+                (JsonDocs::Keep(d), BinlogValue::Jsonb(j)) => {
+                    // Parsed once: written now, kept for the after image's diffs.
+                    let doc = value::json_document(j).map_err(img_err)?;
+                    json::write_value(out, &doc);
+                    if let Some(slot) = d.get_mut(i) {
+                        *slot = BeforeDoc::Doc(doc);
+                    }
+                }
+                (JsonDocs::Apply(d), BinlogValue::JsonDiff(diffs)) => {
+                    let before = d.get_mut(i).map(std::mem::take).unwrap_or_default();
+                    let doc = apply_diffs(before, diffs).map_err(img_err)?;
+                    json::write_value(out, &doc);
+                }
+                _ => value::write_value(out, col, &value).map_err(img_err)?,
+            }
             buf.skip(consumed);
         }
         if let Some(k) = key.as_deref_mut() {
@@ -216,6 +296,10 @@ pub fn decode_rows(
     let mut row = first_row;
     let mut key_spans: Vec<Option<(usize, usize)>> = vec![None; n];
     let want_key = !plan.primary_key.is_empty();
+    let mut before_docs: Vec<BeforeDoc> = Vec::new();
+    if partial {
+        before_docs.resize_with(n, BeforeDoc::default);
+    }
 
     while !buf.is_empty() {
         let remaining = buf.len();
@@ -241,6 +325,7 @@ pub fn decode_rows(
                     false,
                     &mut body,
                     want_key.then_some(&mut key_spans),
+                    JsonDocs::Ignore,
                 )
                 .map_err(map_img)?;
             }
@@ -251,6 +336,8 @@ pub fn decode_rows(
                         "update event without both column bitmaps".into(),
                     ));
                 };
+                // Documents of this row only: a diff never applies to another row's document.
+                before_docs.iter_mut().for_each(|d| *d = BeforeDoc::Absent);
                 body.extend_from_slice(b"\"before_values\": ");
                 read_image(
                     &mut buf,
@@ -259,6 +346,11 @@ pub fn decode_rows(
                     false,
                     &mut body,
                     want_key.then_some(&mut key_spans),
+                    if partial {
+                        JsonDocs::Keep(&mut before_docs)
+                    } else {
+                        JsonDocs::Ignore
+                    },
                 )
                 .map_err(map_img)?;
                 body.extend_from_slice(b", \"after_values\": ");
@@ -272,6 +364,11 @@ pub fn decode_rows(
                     partial,
                     &mut body,
                     want_key.then_some(&mut after_spans),
+                    if partial {
+                        JsonDocs::Apply(&mut before_docs)
+                    } else {
+                        JsonDocs::Ignore
+                    },
                 )
                 .map_err(map_img)?;
                 for (k, s) in key_spans.iter_mut().zip(after_spans) {

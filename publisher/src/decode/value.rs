@@ -1,7 +1,10 @@
 //! One binlog value to its JSON text, per the table in `record-format.md`.
 
 use base64::Engine;
-use mysql_common::{binlog::value::BinlogValue, value::Value};
+use mysql_common::{
+    binlog::{jsonb, value::BinlogValue},
+    value::Value,
+};
 
 use super::plan::{ColumnPlan, Kind};
 use crate::json;
@@ -103,6 +106,16 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// A binary JSON value as a document. Through mysql_common's DOM, which also reads the opaque
+/// scalars MySQL embeds (DECIMAL as a string, DATE/TIME/DATETIME as their text).
+pub fn json_document(j: &jsonb::Value<'_>) -> Result<serde_json::Value, ValueError> {
+    let dom = j
+        .clone()
+        .parse()
+        .map_err(|e| format!("undecodable binary JSON: {e}"))?;
+    Ok(serde_json::Value::from(dom))
+}
+
 /// Appends the JSON for `value` (never NULL: the caller writes `null` from the null bitmap).
 pub fn write_value(
     out: &mut Vec<u8>,
@@ -116,18 +129,12 @@ pub fn write_value(
         }
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
-            // Through mysql_common's DOM, which also reads the opaque scalars MySQL embeds
-            // (DECIMAL as a string, DATE/TIME/DATETIME as their text).
-            let dom = j
-                .clone()
-                .parse()
-                .map_err(|e| format!("undecodable binary JSON: {e}"))?;
-            let doc = serde_json::Value::from(dom);
-            json::write_value(out, &doc);
+            json::write_value(out, &json_document(j)?);
             return Ok(());
         }
         BinlogValue::JsonDiff(_) => {
-            return Err("partial JSON update (binlog_row_value_options=PARTIAL_JSON) without a full before image".into());
+            // The row decoder applies diffs to the before image; one reaching here had none.
+            return Err("partial JSON update (binlog_row_value_options=PARTIAL_JSON) outside an update's after image".into());
         }
     };
     match &col.kind {

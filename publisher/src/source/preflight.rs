@@ -155,7 +155,8 @@ pub async fn preflight(
     if !image.eq_ignore_ascii_case("FULL") {
         let w = format!(
             "binlog_row_image is `{image}`, not FULL: records will carry only the columns the binlog has \
-             (for updates, `before_values` holds just the key columns and `after_values` just the changed ones); \
+             (for updates, `before_values` holds just the key columns and `after_values` just the changed ones), \
+             and a MySQL partial JSON update (binlog_row_value_options=PARTIAL_JSON) stops the stream; \
              set binlog_row_image=FULL for whole rows"
         );
         warn!(setting = "binlog_row_image", value = %image, "{w}");

@@ -310,6 +310,8 @@ async fn main() {
     );
     db.exec("CREATE DATABASE bench").await;
     let mut conn = db.root().await;
+    // The sequence engine's seq_1_to_N tables resolve in the current database.
+    conn.query_drop("USE bench").await.expect("use");
     for w in WORKLOADS {
         let (table, rows, ktable, krows) = args.tables(w);
         write_workload(&mut conn, w, &table, rows).await;
