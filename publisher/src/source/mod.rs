@@ -7,6 +7,7 @@ pub mod preflight;
 pub mod query;
 pub mod reader;
 pub mod schema;
+pub mod tls;
 
 pub use connect::SourceAddr;
 pub use error::SourceError;
