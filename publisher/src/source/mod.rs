@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod error;
+pub mod flavor;
 pub mod offline;
 pub mod preflight;
 pub mod query;
