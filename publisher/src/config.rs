@@ -15,7 +15,10 @@ use crate::{
         key::{Oversize, PartitionKey},
         KinesisConfig,
     },
-    source::{SourceAddr, SourceConfig},
+    source::{
+        tls::{TlsConfigError, TlsMode, TlsOptions},
+        SourceAddr, SourceConfig,
+    },
 };
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -29,6 +32,24 @@ pub struct RunArgs {
     /// File holding the source password (trailing newline ignored). Or set BINLOGSTREAM_PASSWORD.
     #[arg(long, env = "BINLOGSTREAM_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// TLS to the source: disabled | required (encrypt, no certificate check) |
+    /// verify-identity (CA and host name checked) [default: disabled].
+    #[arg(long, env = "BINLOGSTREAM_SOURCE_TLS")]
+    pub source_tls: Option<String>,
+    /// CA bundle (PEM) the source certificate must chain to, e.g. the RDS global-bundle.pem
+    /// [default with verify-identity: the public web roots].
+    #[arg(long, env = "BINLOGSTREAM_SOURCE_TLS_CA")]
+    pub source_tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for accounts created with REQUIRE X509.
+    #[arg(long, env = "BINLOGSTREAM_SOURCE_TLS_CERT")]
+    pub source_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --source-tls-cert.
+    #[arg(long, env = "BINLOGSTREAM_SOURCE_TLS_KEY")]
+    pub source_tls_key: Option<PathBuf>,
+    /// Host name the source certificate must carry, when it is not the --source host (an IP
+    /// address, a tunnel, a proxy).
+    #[arg(long, env = "BINLOGSTREAM_SOURCE_TLS_SERVER_NAME")]
+    pub source_tls_server_name: Option<String>,
     /// Replica server id, unique among the source's replicas [default: derived from host and source].
     #[arg(long, env = "BINLOGSTREAM_SERVER_ID")]
     pub server_id: Option<u32>,
@@ -102,6 +123,11 @@ pub struct RunArgs {
 struct FileConfig {
     source: Option<String>,
     password_file: Option<PathBuf>,
+    source_tls: Option<String>,
+    source_tls_ca: Option<PathBuf>,
+    source_tls_cert: Option<PathBuf>,
+    source_tls_key: Option<PathBuf>,
+    source_tls_server_name: Option<String>,
     server_id: Option<u32>,
     start: Option<String>,
     #[serde(default)]
@@ -164,6 +190,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
 }
 
 #[derive(Debug, Clone)]
@@ -237,11 +265,26 @@ impl RunArgs {
             Some(path) => Some(read_password_file(&path)?),
             None => std::env::var("BINLOGSTREAM_PASSWORD").ok(),
         };
-        let addr =
-            SourceAddr::new(&url, password.as_deref()).map_err(|reason| ConfigError::Invalid {
+        let tls = TlsOptions {
+            mode: match self.source_tls.or(file.source_tls) {
+                Some(m) => m.parse().map_err(|reason| ConfigError::Invalid {
+                    field: "source-tls",
+                    reason,
+                })?,
+                None => TlsMode::default(),
+            },
+            ca: self.source_tls_ca.or(file.source_tls_ca),
+            cert: self.source_tls_cert.or(file.source_tls_cert),
+            key: self.source_tls_key.or(file.source_tls_key),
+            server_name: self.source_tls_server_name.or(file.source_tls_server_name),
+        };
+        let ssl = tls.ssl_opts().map_err(ConfigError::Tls)?;
+        let addr = SourceAddr::new(&url, password.as_deref())
+            .map_err(|reason| ConfigError::Invalid {
                 field: "source",
                 reason,
-            })?;
+            })?
+            .with_tls(ssl);
         let server_id = self
             .server_id
             .or(file.server_id)
@@ -390,6 +433,65 @@ mod tests {
         assert!(!run.source.filter.captures("other", "x"));
         assert_eq!(run.source.addr.opts.pass(), Some("s3cret"));
         assert_eq!(run.sink, SinkSpec::Stdout);
+    }
+
+    #[test]
+    fn tls_options_reach_the_connection_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("ca");
+        let cfg = dir.path().join("p.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "source = \"mysql://repl@db:3306\"\nsource-tls = \"verify-identity\"\nsource-tls-ca = \"{}\"\n",
+                ca.display()
+            ),
+        )
+        .expect("cfg");
+        let run = RunArgs {
+            config: Some(cfg),
+            source_tls_server_name: Some("db.example.com".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("resolve");
+        let ssl = run.source.addr.opts.ssl_opts().expect("tls on");
+        assert_eq!(ssl.root_certs(), &[ca.into()]);
+        assert_eq!(ssl.tls_hostname_override(), Some("db.example.com"));
+        assert!(!ssl.accept_invalid_certs());
+
+        let plain = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert!(plain.source.addr.opts.ssl_opts().is_none());
+
+        let e = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            source_tls: Some("verify-identity".into()),
+            source_tls_ca: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("must fail")
+        .to_string();
+        assert!(e.starts_with("source-tls-ca: cannot read "), "{e}");
+        let e = RunArgs {
+            source: Some("mysql://u@h:1".into()),
+            source_tls: Some("maybe".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("must fail")
+        .to_string();
+        assert!(e.starts_with("source-tls: `maybe` is not one of"), "{e}");
     }
 
     #[test]

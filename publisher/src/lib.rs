@@ -7,6 +7,7 @@ pub mod decode;
 pub mod filter;
 pub mod json;
 pub mod metrics;
+pub mod mysql_gtid;
 pub mod pipeline;
 pub mod position;
 pub mod sink;

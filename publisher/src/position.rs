@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mysql_gtid::MysqlGtidSet;
+
 /// Where to begin when no checkpoint exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartFrom {
@@ -17,6 +19,8 @@ pub enum StartFrom {
     FilePos { file: String, pos: u64 },
     /// A GTID state: the last transaction already seen in each domain (MariaDB `D-S-N` list).
     Gtid(GtidState),
+    /// A MySQL executed GTID set (`uuid:1-5,...`): the server sends every transaction not in it.
+    MysqlGtid(MysqlGtidSet),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +43,13 @@ impl FromStr for StartFrom {
             "earliest" => Ok(StartFrom::Earliest),
             other => {
                 if let Some(set) = other.strip_prefix("gtid:") {
+                    // A MariaDB GTID (D-S-N) never holds a `:`; a MySQL one always does.
+                    if set.contains(':') {
+                        return set
+                            .parse::<MysqlGtidSet>()
+                            .map(StartFrom::MysqlGtid)
+                            .map_err(|e| err(&e.to_string()));
+                    }
                     return set
                         .parse::<GtidState>()
                         .map(StartFrom::Gtid)
@@ -72,6 +83,7 @@ impl fmt::Display for StartFrom {
             StartFrom::Earliest => f.write_str("earliest"),
             StartFrom::FilePos { file, pos } => write!(f, "{file}:{pos}"),
             StartFrom::Gtid(g) => write!(f, "gtid:{g}"),
+            StartFrom::MysqlGtid(g) => write!(f, "gtid:{g}"),
         }
     }
 }
@@ -183,6 +195,11 @@ pub struct Checkpoint {
     /// GTID state including the last fully delivered transaction, when the source uses GTIDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_state: Option<GtidState>,
+    /// MySQL sources: the executed GTID set including the last fully delivered transaction.
+    /// Only stored once it is complete (see the reader), so a resume by GTID skips nothing
+    /// and replays nothing already delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql_gtid_set: Option<MysqlGtidSet>,
     /// Timestamp (seconds) of the last event covered by this checkpoint.
     #[serde(default)]
     pub event_ts: u32,
@@ -241,6 +258,7 @@ mod tests {
             pos: 385,
             rows_done: 7,
             gtid_state: Some("0-1-9".parse().expect("gtid")),
+            mysql_gtid_set: None,
             event_ts: 1_732_480_000,
         };
         let text = serde_json::to_string(&c).expect("json");
@@ -249,5 +267,43 @@ mod tests {
             r#"{"file":"binlog.000002","pos":385,"rowsDone":7,"gtidState":"0-1-9","eventTs":1732480000}"#
         );
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).expect("back"), c);
+
+        // MySQL: the executed set rides in its own optional field; older checkpoints without
+        // it still read.
+        let m = Checkpoint {
+            gtid_state: None,
+            mysql_gtid_set: Some(
+                "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-9"
+                    .parse()
+                    .expect("set"),
+            ),
+            ..c
+        };
+        let text = serde_json::to_string(&m).expect("json");
+        assert_eq!(
+            text,
+            r#"{"file":"binlog.000002","pos":385,"rowsDone":7,"mysqlGtidSet":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-9","eventTs":1732480000}"#
+        );
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).expect("back"), m);
+        let old: Checkpoint = serde_json::from_str(r#"{"file":"b.1","pos":4}"#).expect("old form");
+        assert_eq!(old.mysql_gtid_set, None);
+    }
+
+    #[test]
+    fn gtid_start_picks_the_flavor_from_the_text() {
+        let s: StartFrom = "gtid:3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7"
+            .parse()
+            .expect("mysql");
+        assert!(matches!(s, StartFrom::MysqlGtid(_)));
+        assert_eq!(
+            s.to_string(),
+            "gtid:3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7"
+        );
+        let e = "gtid:nonsense:1".parse::<StartFrom>().expect_err("bad");
+        assert!(e.to_string().contains("not a server UUID"), "{e}");
+        assert!(matches!(
+            "gtid:0-1-5".parse::<StartFrom>(),
+            Ok(StartFrom::Gtid(_))
+        ));
     }
 }

@@ -283,6 +283,7 @@ async fn purged_or_unknown_binlogs_are_reported_never_skipped() {
         pos: 4,
         rows_done: 0,
         gtid_state: None,
+        mysql_gtid_set: None,
         event_ts: 0,
     };
     let err = read_all(config(&db, StartFrom::Earliest), Some(gone))

@@ -85,6 +85,7 @@ mod tests {
             pos: 4,
             rows_done: 0,
             gtid_state: None,
+            mysql_gtid_set: None,
             event_ts: 0,
         };
         store.save(&cp).await.expect("save");

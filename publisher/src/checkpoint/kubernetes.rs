@@ -120,7 +120,11 @@ impl StatusWriter {
             file: cp.file,
             position: cp.pos as i64,
             rows_in_transaction: cp.rows_done as i64,
-            gtid_set: cp.gtid_state.map(|g| g.to_string()),
+            // One status field for both flavors: the text tells them apart on load.
+            gtid_set: cp
+                .gtid_state
+                .map(|g| g.to_string())
+                .or_else(|| cp.mysql_gtid_set.map(|g| g.to_string())),
             event_time: (cp.event_ts > 0)
                 .then(|| rfc3339(i64::from(cp.event_ts)))
                 .flatten(),
@@ -181,12 +185,19 @@ impl CheckpointStore for KubeCheckpoint {
             }
             return Ok(None);
         };
-        let gtid_state = match cp.gtid_set.as_deref() {
-            Some(g) if !g.is_empty() => Some(g.parse().map_err(|e| CheckpointError::Corrupt {
-                path: format!("{}.status.checkpoint.gtidSet", self.writer.name),
-                reason: format!("{e}"),
-            })?),
-            _ => None,
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: format!("{}.status.checkpoint.gtidSet", self.writer.name),
+            reason,
+        };
+        let (gtid_state, mysql_gtid_set) = match cp.gtid_set.as_deref() {
+            // A MariaDB GTID (D-S-N) never holds a `:`; a MySQL set always does.
+            Some(g) if g.contains(':') => {
+                (None, Some(g.parse().map_err(|e| corrupt(format!("{e}")))?))
+            }
+            Some(g) if !g.is_empty() => {
+                (Some(g.parse().map_err(|e| corrupt(format!("{e}")))?), None)
+            }
+            _ => (None, None),
         };
         let event_ts = cp
             .event_time
@@ -202,6 +213,7 @@ impl CheckpointStore for KubeCheckpoint {
             })?,
             rows_done: u64::try_from(cp.rows_in_transaction).unwrap_or(0),
             gtid_state,
+            mysql_gtid_set,
             event_ts,
         };
         if let Ok(mut s) = self.writer.state.lock() {
@@ -307,6 +319,7 @@ mod tests {
                 pos: 4,
                 rows_done: 0,
                 gtid_state: None,
+                mysql_gtid_set: None,
                 event_ts: 0,
             })
             .await

@@ -143,6 +143,10 @@ impl AckTracker {
                     .last_boundary
                     .as_ref()
                     .and_then(|b| b.gtid_state.clone()),
+                mysql_gtid_set: self
+                    .last_boundary
+                    .as_ref()
+                    .and_then(|b| b.mysql_gtid_set.clone()),
                 event_ts: *ts,
             }),
         }
@@ -170,6 +174,7 @@ mod tests {
             pos,
             rows_done: 0,
             gtid_state: None,
+            mysql_gtid_set: None,
             event_ts: 7,
         }
     }
@@ -195,6 +200,7 @@ mod tests {
         let mut t = AckTracker::default();
         t.push_boundary(Checkpoint {
             gtid_state: Some("0-1-4".parse().expect("gtid")),
+            mysql_gtid_set: None,
             ..boundary(40)
         });
         let a = t.push_row(&row(0));

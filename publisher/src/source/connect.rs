@@ -1,7 +1,7 @@
 //! Opening connections to the source from `mysql://USER@HOST:PORT` and a password kept off the
 //! command line.
 
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
 use super::error::SourceError;
 
@@ -25,6 +25,17 @@ impl SourceAddr {
             b = b.pass(Some(p));
         }
         Ok(SourceAddr { opts: b.into() })
+    }
+
+    /// Encrypts every connection (metadata and binlog dump) with `ssl`; `None` keeps whatever
+    /// the URL said (mysql_async's `require_ssl` URL parameters).
+    pub fn with_tls(self, ssl: Option<SslOpts>) -> SourceAddr {
+        match ssl {
+            None => self,
+            Some(ssl) => SourceAddr {
+                opts: OptsBuilder::from_opts(self.opts).ssl_opts(ssl).into(),
+            },
+        }
     }
 
     pub fn user(&self) -> String {

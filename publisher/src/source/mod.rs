@@ -2,11 +2,13 @@
 
 pub mod connect;
 pub mod error;
+pub mod flavor;
 pub mod offline;
 pub mod preflight;
 pub mod query;
 pub mod reader;
 pub mod schema;
+pub mod tls;
 
 pub use connect::SourceAddr;
 pub use error::SourceError;

@@ -67,21 +67,18 @@ pub async fn binlog_files(
         .collect())
 }
 
-/// The current end of the binlog: `SHOW BINARY LOG STATUS` (MySQL 8.2+; MariaDB spells it
-/// `SHOW BINLOG STATUS`), falling back to `SHOW MASTER STATUS` on older servers.
+/// The current end of the binlog, and on MySQL the GTID set executed up to it (empty when
+/// gtid_mode is OFF). The statement is chosen by [`super::flavor::binlog_status_statements`].
 pub async fn binlog_end(
     conn: &mut Conn,
     user: &str,
+    version: &str,
     is_mariadb: bool,
-) -> Result<(String, u64), SourceError> {
-    let statements: &[&str] = if is_mariadb {
-        &["SHOW BINLOG STATUS", "SHOW MASTER STATUS"]
-    } else {
-        &["SHOW BINARY LOG STATUS", "SHOW MASTER STATUS"]
-    };
+) -> Result<(String, u64, Option<String>), SourceError> {
+    let statements = super::flavor::binlog_status_statements(version, is_mariadb);
     let mut last = None;
     for stmt in statements {
-        match conn.query::<Row, _>(*stmt).await {
+        match conn.query::<Row, _>(stmt).await {
             Ok(rows) => {
                 let row = rows.into_iter().next().ok_or(SourceError::Misconfigured {
                     setting: "log_bin",
@@ -90,8 +87,14 @@ pub async fn binlog_end(
                 })?;
                 let file: Option<String> = row.get(0);
                 let pos: Option<u64> = row.get(1);
+                // MySQL's fifth column is Executed_Gtid_Set; MariaDB has no such column.
+                let executed: Option<String> = if is_mariadb {
+                    None
+                } else {
+                    row.get::<Option<String>, _>(4).flatten()
+                };
                 if let (Some(file), Some(pos)) = (file, pos) {
-                    return Ok((file, pos));
+                    return Ok((file, pos, executed));
                 }
             }
             Err(mysql_async::Error::Server(s)) if s.code == 1064 => last = Some(s.message),
@@ -106,6 +109,16 @@ pub async fn binlog_end(
         "cannot read the binlog position: {}",
         last.unwrap_or_default()
     )))
+}
+
+/// MySQL's gtid_mode is ON (auto-positioning possible). MariaDB has no such variable (its
+/// GTIDs are always on), hence the error is read as "no".
+pub async fn gtid_mode_on(conn: &mut Conn) -> Result<bool, SourceError> {
+    let mode: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_mode")
+        .await
+        .map_err(SourceError::Connection)?;
+    Ok(mode.is_some_and(|m| m.eq_ignore_ascii_case("ON")))
 }
 
 pub async fn preflight(

@@ -6,14 +6,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use mysql_async::{prelude::Queryable, BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{
-    Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
-    TransactionPayloadEvent,
+    Event, EventData, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, RowsEventData,
+    TableMapEvent, TransactionPayloadEvent,
 };
 use tracing::{debug, info, warn};
 
 use super::{
     connect::SourceAddr,
     error::SourceError,
+    flavor,
     preflight::{self, ServerInfo},
     query::{classify, QueryKind},
     schema,
@@ -21,6 +22,7 @@ use super::{
 use crate::{
     decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
     filter::TableFilter,
+    mysql_gtid::{uuid_text, MysqlGtidSet},
     position::{Checkpoint, GtidState, MariaGtid, StartFrom},
 };
 
@@ -62,9 +64,12 @@ mod event_type {
     pub const DELETE_V2: u8 = 32;
     pub const GTID: u8 = 33;
     pub const ANONYMOUS_GTID: u8 = 34;
+    pub const PREVIOUS_GTIDS: u8 = 35;
     pub const XA_PREPARE: u8 = 38;
     pub const PARTIAL_UPDATE: u8 = 39;
     pub const TRANSACTION_PAYLOAD: u8 = 40;
+    /// MySQL 8.4 writes tagged GTIDs (`uuid:tag:n`) with this type instead of GTID.
+    pub const GTID_TAGGED: u8 = 42;
     pub const MARIA_GTID: u8 = 162;
     pub const MARIA_GTID_LIST: u8 = 163;
     pub const MARIA_QUERY_COMPRESSED: u8 = 165;
@@ -77,6 +82,8 @@ struct Tx {
     start_pos: u64,
     gtid: Option<Arc<str>>,
     maria_gtid: Option<MariaGtid>,
+    /// MySQL GTID (server UUID, tag or "", transaction number).
+    mysql_gtid: Option<([u8; 16], String, u64)>,
     /// Captured rows handed on so far (including any skipped on resume).
     rows: u64,
     explicit_begin: bool,
@@ -105,6 +112,17 @@ pub struct Reader {
     tx: Option<Tx>,
     last_boundary: Checkpoint,
     gtid_state: GtidState,
+    /// MySQL executed GTID set. Stored in checkpoints only once `mysql_gtids_complete`: seeded
+    /// from a GTID start, from SHOW BINARY LOG STATUS for `latest`, or from the
+    /// PREVIOUS_GTIDS event of a file read from its start. A partial set would make a GTID
+    /// resume replay everything missing from it.
+    mysql_gtids: MysqlGtidSet,
+    mysql_gtids_complete: bool,
+    /// The current file is being read from its first event (so its PREVIOUS_GTIDS counts).
+    file_from_start: bool,
+    /// MySQL source with gtid_mode=ON: resumes use COM_BINLOG_DUMP_GTID, which survives a
+    /// failover to another server (its file names and offsets differ).
+    gtid_auto_position: bool,
     /// Rows of the first transaction already delivered before a resume.
     skip_rows: u64,
     plans: HashMap<u64, PlanEntry>,
@@ -140,18 +158,6 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
         });
     }
     Some(out)
-}
-
-fn uuid_text(sid: &[u8; 16]) -> String {
-    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// Server versions whose binlogs number events differently (TABLE_MAP = 16, rows = 17..19,
@@ -207,11 +213,23 @@ impl Reader {
         let server = preflight::preflight(&mut meta, &user, cfg.server_id).await?;
         info!(version = %server.version, source = %cfg.addr.display(), "source passed preflight checks");
 
+        let gtid_auto_position =
+            !server.is_mariadb && preflight::gtid_mode_on(&mut meta).await.unwrap_or(false);
+        // The complete executed MySQL GTID set at the start, when known.
+        let mut mysql_seed: Option<MysqlGtidSet> = checkpoint
+            .as_ref()
+            .and_then(|cp| cp.mysql_gtid_set.clone())
+            .filter(|_| !server.is_mariadb);
         let (file, pos, gtid, skip_rows) = match &checkpoint {
             Some(cp) => (cp.file.clone(), cp.pos, None, cp.rows_done),
             None => match &cfg.start {
                 StartFrom::Latest => {
-                    let (f, p) = preflight::binlog_end(&mut meta, &user, server.is_mariadb).await?;
+                    let (f, p, executed) =
+                        preflight::binlog_end(&mut meta, &user, &server.version, server.is_mariadb)
+                            .await?;
+                    mysql_seed = executed
+                        .filter(|e| !e.trim().is_empty())
+                        .and_then(|e| e.parse().ok());
                     (f, p, None, 0)
                 }
                 StartFrom::Earliest => {
@@ -226,10 +244,31 @@ impl Reader {
                 }
                 StartFrom::FilePos { file, pos } => (file.clone(), *pos, None, 0),
                 StartFrom::Gtid(state) => (String::new(), 4, Some(state.clone()), 0),
+                StartFrom::MysqlGtid(set) => {
+                    if server.is_mariadb || !gtid_auto_position {
+                        return Err(SourceError::BadStart {
+                            start: format!("gtid:{set}"),
+                            reason: if server.is_mariadb {
+                                "a MySQL GTID set (UUID:N-M) was given but the source is MariaDB; \
+                                 give DOMAIN-SERVER-SEQ GTIDs"
+                                    .into()
+                            } else {
+                                "the source has gtid_mode other than ON; start at FILE:POS".into()
+                            },
+                        });
+                    }
+                    mysql_seed = Some(set.clone());
+                    (String::new(), 4, None, 0)
+                }
             },
         };
+        // Auto-positioning needs a set the server can compare with; without one (or with
+        // gtid_mode OFF) the file and offset are used, as for MariaDB.
+        let by_gtid = gtid_auto_position
+            && mysql_seed.as_ref().is_some_and(|s| !s.is_empty())
+            && (checkpoint.is_some() || matches!(cfg.start, StartFrom::MysqlGtid(_)));
 
-        if gtid.is_none() {
+        if gtid.is_none() && !by_gtid {
             let found = server.binlogs.iter().find(|b| b.name == file);
             match found {
                 None => {
@@ -269,7 +308,8 @@ impl Reader {
                 return Err(SourceError::BadStart {
                     start: format!("gtid:{state}"),
                     reason:
-                        "GTID starts are implemented for MariaDB sources; use FILE:POS on MySQL"
+                        "a MariaDB GTID (D-S-N) was given but the source is MySQL; give its executed \
+                         set (gtid:UUID:N-M, see SELECT @@GLOBAL.gtid_executed) or FILE:POS"
                             .into(),
                 });
             }
@@ -282,9 +322,14 @@ impl Reader {
                 pos,
                 rows_done: 0,
                 gtid_state: gtid.clone(),
+                mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
                 event_ts: 0,
             },
             gtid_state: gtid.clone().unwrap_or_default(),
+            mysql_gtids_complete: mysql_seed.is_some(),
+            mysql_gtids: mysql_seed.clone().unwrap_or_default(),
+            file_from_start: false,
+            gtid_auto_position,
             file: file.as_str().into(),
             cfg,
             server,
@@ -299,7 +344,8 @@ impl Reader {
             schema_gen: 0,
             statement_dml: 0,
         };
-        reader.start_dump(&file, pos, gtid.as_ref()).await?;
+        let auto = mysql_seed.as_ref().filter(|_| by_gtid);
+        reader.start_dump(&file, pos, gtid.as_ref(), auto).await?;
         Ok(reader)
     }
 
@@ -322,6 +368,7 @@ impl Reader {
             pos: 4,
             rows_done: 0,
             gtid_state: None,
+            mysql_gtid_set: None,
             event_ts: 0,
         };
         Reader {
@@ -341,6 +388,10 @@ impl Reader {
             tx: None,
             last_boundary: boundary,
             gtid_state: GtidState::default(),
+            mysql_gtids: MysqlGtidSet::default(),
+            mysql_gtids_complete: false,
+            file_from_start: false,
+            gtid_auto_position: false,
             skip_rows: 0,
             plans: HashMap::new(),
             infos: HashMap::new(),
@@ -361,6 +412,7 @@ impl Reader {
                 pos: tx.start_pos,
                 rows_done: tx.rows,
                 gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+                mysql_gtid_set: self.mysql_checkpoint_set(),
                 event_ts: self.last_boundary.event_ts,
             },
             None => self.last_boundary.clone(),
@@ -372,33 +424,27 @@ impl Reader {
         file: &str,
         pos: u64,
         gtid: Option<&GtidState>,
+        mysql_gtids: Option<&MysqlGtidSet>,
     ) -> Result<(), SourceError> {
         let mut conn = self.cfg.addr.connect().await?;
-        let mut setup = Vec::new();
-        if self.server.is_mariadb {
-            // Without capability 4 MariaDB replaces its GTID events with BEGIN queries and dummies.
-            setup.push("SET @mariadb_slave_capability=4".to_string());
-            if let Some(state) = gtid {
-                setup.push(format!("SET @slave_connect_state='{state}'"));
-                setup.push("SET @slave_gtid_strict_mode=1".to_string());
-            }
-        }
         let nanos = self
             .cfg
             .heartbeat
             .as_nanos()
             .min(u128::from(u32::MAX) * 1_000_000_000);
-        if nanos > 0 {
-            setup.push(format!("SET @master_heartbeat_period={nanos}"));
+        let mut setup = flavor::dump_setup(&self.server.version, self.server.is_mariadb, nanos);
+        if self.server.is_mariadb {
+            if let Some(state) = gtid {
+                setup.push(format!("SET @slave_connect_state='{state}'"));
+                setup.push("SET @slave_gtid_strict_mode=1".to_string());
+            }
         }
         for stmt in setup {
             conn.query_drop(&stmt)
                 .await
                 .map_err(SourceError::Connection)?;
         }
-        let mut request = BinlogStreamRequest::new(self.cfg.server_id)
-            .with_filename(file.as_bytes())
-            .with_pos(pos);
+        let mut request = dump_request(self.cfg.server_id, file, pos, mysql_gtids);
         if self.cfg.stop_at_end {
             request = request.with_non_blocking();
         }
@@ -406,7 +452,10 @@ impl Reader {
             .get_binlog_stream(request)
             .await
             .map_err(|e| self.map_dump_error(e))?;
-        debug!(file, pos, "binlog dump started");
+        match mysql_gtids {
+            Some(set) => debug!(gtid_set = %set, "binlog dump started by GTID"),
+            None => debug!(file, pos, "binlog dump started"),
+        }
         self.stream = Some(stream);
         self.seen_fde = false;
         self.tx = None;
@@ -469,7 +518,11 @@ impl Reader {
             ..cp.clone()
         };
         info!(file = %cp.file, pos = cp.pos, skip_rows = cp.rows_done, "resuming the binlog dump");
-        self.start_dump(&cp.file, cp.pos, None).await
+        let auto = cp
+            .mysql_gtid_set
+            .as_ref()
+            .filter(|_| self.gtid_auto_position);
+        self.start_dump(&cp.file, cp.pos, None, auto).await
     }
 
     /// Waits for the next raw event. Cancel-safe (nothing is lost when the future is dropped),
@@ -524,6 +577,7 @@ impl Reader {
             start_pos,
             gtid,
             maria_gtid: maria,
+            mysql_gtid: None,
             rows: 0,
             explicit_begin: false,
             standalone,
@@ -535,6 +589,9 @@ impl Reader {
             if let Some(g) = tx.maria_gtid {
                 self.gtid_state.apply(g);
             }
+            if let Some((uuid, tag, gno)) = &tx.mysql_gtid {
+                self.mysql_gtids.add(*uuid, tag, *gno);
+            }
         }
         self.skip_rows = 0;
         let cp = Checkpoint {
@@ -542,10 +599,16 @@ impl Reader {
             pos: end,
             rows_done: 0,
             gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+            mysql_gtid_set: self.mysql_checkpoint_set(),
             event_ts: ts,
         };
         self.last_boundary = cp.clone();
         out.push(Item::Commit(cp));
+    }
+
+    fn mysql_checkpoint_set(&self) -> Option<MysqlGtidSet> {
+        (self.mysql_gtids_complete && !self.mysql_gtids.is_empty())
+            .then(|| self.mysql_gtids.clone())
     }
 
     fn invalidate_schemas(&mut self) {
@@ -686,6 +749,7 @@ impl Reader {
                     strip_rotate_checksum(&ev, raw)
                 };
                 let name = String::from_utf8_lossy(&raw[..len]).into_owned();
+                self.file_from_start = rot.position() <= 4;
                 self.file = name.as_str().into();
                 if self.tx.is_none() {
                     self.last_boundary.file = name;
@@ -731,15 +795,39 @@ impl Reader {
                     }
                 }
             }
-            t::GTID => {
+            t::GTID | t::GTID_TAGGED => {
                 let g: GtidEvent = ev
                     .read_event()
                     .map_err(|e| self.unsupported("GTID event", pos, &e.to_string()))?;
-                let text = match g.tag() {
-                    Some(tag) => format!("{}:{}:{}", uuid_text(&g.sid()), tag.as_str(), g.gno()),
-                    None => format!("{}:{}", uuid_text(&g.sid()), g.gno()),
+                let tag = g.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
+                let text = if tag.is_empty() {
+                    format!("{}:{}", uuid_text(&g.sid()), g.gno())
+                } else {
+                    format!("{}:{}:{}", uuid_text(&g.sid()), tag, g.gno())
                 };
                 self.begin_tx(pos, Some(text.into()), None, false);
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.mysql_gtid = Some((g.sid(), tag, g.gno()));
+                }
+            }
+            t::PREVIOUS_GTIDS if self.file_from_start => {
+                let prev: PreviousGtidsEvent<'_> = ev
+                    .read_event()
+                    .map_err(|e| self.unsupported("PREVIOUS_GTIDS event", pos, &e.to_string()))?;
+                for sid in prev.sids() {
+                    let tag = sid.tag().map(|t| t.as_str()).unwrap_or("");
+                    for iv in sid.intervals() {
+                        // Wire intervals are end-exclusive.
+                        self.mysql_gtids.add_range(
+                            sid.uuid(),
+                            tag,
+                            iv.start(),
+                            iv.end().saturating_sub(1),
+                        );
+                    }
+                }
+                // Everything before this file, plus all of it from here on: complete.
+                self.mysql_gtids_complete = true;
             }
             t::ANONYMOUS_GTID => self.begin_tx(pos, None, None, false),
             t::QUERY => {
@@ -852,6 +940,7 @@ impl Reader {
                     pos: end,
                     rows_done: 0,
                     gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
+                    mysql_gtid_set: self.mysql_checkpoint_set(),
                     // A heartbeat means the source has nothing newer: caught up as of now.
                     event_ts: crate::metrics::now_unix() as u32,
                 };
@@ -962,6 +1051,21 @@ fn decode_rows_into(
             }
         },
     )?)
+}
+
+/// The dump request: by file and offset, or (MySQL, `mysql_gtids` given) COM_BINLOG_DUMP_GTID
+/// with the executed set and no file name, so the server finds the first missing transaction.
+fn dump_request<'a>(
+    server_id: u32,
+    file: &'a str,
+    pos: u64,
+    mysql_gtids: Option<&MysqlGtidSet>,
+) -> BinlogStreamRequest<'a> {
+    let request = BinlogStreamRequest::new(server_id);
+    match mysql_gtids {
+        Some(set) => request.with_gtid().with_pos(4).with_gtid_set(set.to_sids()),
+        None => request.with_filename(file.as_bytes()).with_pos(pos),
+    }
 }
 
 /// MariaDB replays a domain missing from `@slave_connect_state` from its oldest binlog without
