@@ -85,6 +85,8 @@ struct Args {
     original_rows: u64,
     original_decode_rows: u64,
     latency_seconds: u64,
+    /// Instruction counts under callgrind instead of timings.
+    profile: bool,
 }
 
 impl Args {
@@ -109,6 +111,7 @@ impl Args {
             original_rows: get("--original-rows", 5_000).min(kinesis_rows),
             original_decode_rows: get("--original-decode-rows", 100_000).min(rows),
             latency_seconds: get("--latency-seconds", 5),
+            profile: args.iter().any(|a| a == "--profile"),
         }
     }
 
@@ -320,6 +323,13 @@ async fn main() {
         }
     }
     let endpoint = kinesalite.endpoint();
+    if args.profile {
+        for w in WORKLOADS {
+            let (table, rows, _, _) = args.tables(w);
+            profile(db.port, &table, rows);
+        }
+        return;
+    }
 
     println!(
         "\nbinlogstream bench: MariaDB {} and kinesalite {} on loopback, {} cores, {}",
@@ -471,6 +481,59 @@ async fn main() {
             );
         }
     }
+}
+
+/// Instructions per row under `valgrind --tool=callgrind` (repeatable whatever else the
+/// machine does), for the null-sink publisher and the bare decode loop, and where the
+/// publisher's instructions go (self cost per function).
+fn profile(port: u16, table: &str, rows: u64) {
+    let exe = std::env::current_exe().expect("exe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut per_row = Vec::new();
+    for mode in ["publisher", "bare"] {
+        let out_file = dir.path().join(format!("{mode}.callgrind"));
+        let out = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg(&exe)
+            .args(["--child", mode, &port.to_string(), table, "", ""])
+            .output()
+            .expect("valgrind (apt install valgrind)");
+        assert!(
+            out.status.success(),
+            "callgrind {mode} {table}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let annotate = Command::new("callgrind_annotate")
+            .args(["--threshold=90", "--auto=no"])
+            .arg(&out_file)
+            .output()
+            .expect("callgrind_annotate");
+        let text = String::from_utf8_lossy(&annotate.stdout).into_owned();
+        let total: f64 = text
+            .lines()
+            .find(|l| l.contains("PROGRAM TOTALS"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(|n| n.replace(',', ""))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN);
+        per_row.push(total / rows as f64);
+        if mode == "publisher" {
+            println!("\n{table}: where the null-sink publisher's instructions go (self cost)");
+            for line in text
+                .lines()
+                .skip_while(|l| !l.contains("file:function"))
+                .skip(2)
+                .take(14)
+            {
+                println!("  {line}");
+            }
+        }
+    }
+    println!(
+        "{table}: {:.0} instructions/row publisher -> null sink, {:.0} bare decode ({rows} rows)",
+        per_row[0], per_row[1]
+    );
 }
 
 fn original(
