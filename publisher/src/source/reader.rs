@@ -420,7 +420,8 @@ impl Reader {
             gtid_state: GtidState::default(),
             mysql_gtids: MysqlGtidSet::default(),
             mysql_gtids_complete: false,
-            file_from_start: false,
+            // A file is decoded from its first event, so its PREVIOUS_GTIDS counts.
+            file_from_start: true,
             gtid_auto_position: false,
             skip_rows: 0,
             pending_skip: None,
@@ -878,6 +879,11 @@ impl Reader {
                 }
                 // Everything before this file, plus all of it from here on: complete.
                 self.mysql_gtids_complete = true;
+                // No transaction of this file has passed yet, so the boundary at its start
+                // has exactly this set (a resume from it need not fall back to file:pos).
+                if self.tx.is_none() {
+                    self.last_boundary.mysql_gtid_set = self.mysql_checkpoint_set();
+                }
             }
             t::ANONYMOUS_GTID => self.begin_tx(pos, None, None, false)?,
             t::QUERY => {
