@@ -236,6 +236,10 @@ pub struct CheckpointStatus {
     /// Rows of the transaction starting at file:position already delivered.
     #[serde(default)]
     pub rows_in_transaction: i64,
+    /// GTID of that transaction when rowsInTransaction > 0: a resume skips those rows only
+    /// if the first transaction it reads is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_gtid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<String>,
     /// Event timestamp (RFC 3339) of the last delivered event.

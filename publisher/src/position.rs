@@ -192,6 +192,10 @@ pub struct Checkpoint {
     pub pos: u64,
     #[serde(default)]
     pub rows_done: u64,
+    /// GTID of the transaction `rows_done` counts into (when it has one and rows_done > 0):
+    /// a resume skips those rows only if the first transaction it reads carries this GTID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_gtid: Option<String>,
     /// GTID state including the last fully delivered transaction, when the source uses GTIDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_state: Option<GtidState>,
@@ -257,6 +261,7 @@ mod tests {
             file: "binlog.000002".into(),
             pos: 385,
             rows_done: 7,
+            tx_gtid: None,
             gtid_state: Some("0-1-9".parse().expect("gtid")),
             mysql_gtid_set: None,
             event_ts: 1_732_480_000,
@@ -287,6 +292,37 @@ mod tests {
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).expect("back"), m);
         let old: Checkpoint = serde_json::from_str(r#"{"file":"b.1","pos":4}"#).expect("old form");
         assert_eq!(old.mysql_gtid_set, None);
+    }
+
+    #[test]
+    fn transaction_gtid_is_optional_and_omitted_when_none() {
+        let c = Checkpoint {
+            file: "binlog.000002".into(),
+            pos: 385,
+            rows_done: 7,
+            tx_gtid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:tag:10".into()),
+            gtid_state: None,
+            mysql_gtid_set: Some(
+                "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-9"
+                    .parse()
+                    .expect("set"),
+            ),
+            event_ts: 5,
+        };
+        let text = serde_json::to_string(&c).expect("json");
+        assert_eq!(
+            text,
+            r#"{"file":"binlog.000002","pos":385,"rowsDone":7,"txGtid":"3e11fa47-71ca-11e1-9e33-c80aa9429562:tag:10","mysqlGtidSet":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-9","eventTs":5}"#
+        );
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).expect("back"), c);
+
+        // Written before the field existed: loads as None, and None is not written.
+        let old: Checkpoint =
+            serde_json::from_str(r#"{"file":"b.1","pos":4,"rowsDone":2,"gtidState":"0-1-9"}"#)
+                .expect("old form");
+        assert_eq!((old.rows_done, old.tx_gtid.as_deref()), (2, None));
+        let text = serde_json::to_string(&old).expect("json");
+        assert!(!text.contains("txGtid"), "{text}");
     }
 
     #[test]

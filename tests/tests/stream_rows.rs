@@ -181,13 +181,47 @@ async fn restart_from_a_saved_position_yields_exactly_the_later_rows() {
         rows_done: 1,
         ..tx_start
     };
-    let rest = read_all(config(&db, StartFrom::Earliest), Some(mid))
+    let rest = read_all(config(&db, StartFrom::Earliest), Some(mid.clone()))
         .await
         .expect("mid-tx resume");
     assert_eq!(ids(&rest), vec![2, 3, 4, 5, 6]);
     assert_eq!(
         rest.rows[0].position.row, 1,
         "row indexes keep their place in the transaction"
+    );
+
+    // As checkpoints are now written: the transaction's GTID recorded, and checked on resume.
+    let gtid = all.rows[0]
+        .position
+        .gtid
+        .as_deref()
+        .expect("MariaDB transactions carry a GTID")
+        .to_string();
+    let recorded = Checkpoint {
+        tx_gtid: Some(gtid.clone()),
+        ..mid.clone()
+    };
+    let rest = read_all(config(&db, StartFrom::Earliest), Some(recorded))
+        .await
+        .expect("mid-tx resume with the transaction's GTID");
+    assert_eq!(ids(&rest), vec![2, 3, 4, 5, 6]);
+    // A checkpoint whose transaction is not the one at file:pos is refused, not skipped into.
+    let wrong = Checkpoint {
+        tx_gtid: Some("0-1-999999".into()),
+        ..mid
+    };
+    let err = read_all(config(&db, StartFrom::Earliest), Some(wrong))
+        .await
+        .err()
+        .expect("another transaction");
+    assert!(
+        matches!(err, SourceError::WrongResumeTransaction { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("0-1-999999") && text.contains(&format!("transaction {gtid}")),
+        "{text}"
     );
 
     // The final checkpoint, reused, yields nothing more.
@@ -282,6 +316,7 @@ async fn purged_or_unknown_binlogs_are_reported_never_skipped() {
         file: "binlog.000001".into(),
         pos: 4,
         rows_done: 0,
+        tx_gtid: None,
         gtid_state: None,
         mysql_gtid_set: None,
         event_ts: 0,

@@ -84,6 +84,7 @@ mod tests {
             file: "binlog.000001".into(),
             pos: 4,
             rows_done: 0,
+            tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 0,

@@ -120,6 +120,7 @@ impl StatusWriter {
             file: cp.file,
             position: cp.pos as i64,
             rows_in_transaction: cp.rows_done as i64,
+            transaction_gtid: cp.tx_gtid,
             // One status field for both flavors: the text tells them apart on load.
             gtid_set: cp
                 .gtid_state
@@ -212,6 +213,7 @@ impl CheckpointStore for KubeCheckpoint {
                 reason: "negative".into(),
             })?,
             rows_done: u64::try_from(cp.rows_in_transaction).unwrap_or(0),
+            tx_gtid: cp.transaction_gtid.filter(|g| !g.is_empty()),
             gtid_state,
             mysql_gtid_set,
             event_ts,
@@ -268,6 +270,7 @@ mod tests {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Streaming", "message": "",
                                 "lastTransitionTime": "2026-11-24T00:00:00Z"}],
                 "checkpoint": {"file": "binlog.000007", "position": 1234, "rowsInTransaction": 3,
+                               "transactionGtid": "0-1-56",
                                "gtidSet": "0-1-55", "eventTime": "2026-11-24T10:00:00Z"}
             });
             send.send_response(Response::new(Body::from(
@@ -288,8 +291,9 @@ mod tests {
             let st = &body["status"];
             assert_eq!(st["checkpoint"]["file"], "binlog.000008");
             assert_eq!(st["checkpoint"]["position"], 4);
-            assert_eq!(st["checkpoint"]["rowsInTransaction"], 0);
+            assert_eq!(st["checkpoint"]["rowsInTransaction"], 2);
             assert_eq!(st["checkpoint"]["display"], "binlog.000008:4");
+            assert_eq!(st["checkpoint"]["transactionGtid"], "0-1-56");
             assert_eq!(st["recordsPublished"], 0);
             assert!(
                 st.get("conditions").is_none(),
@@ -313,11 +317,13 @@ mod tests {
             Some("0-1-55")
         );
         assert_eq!(cp.event_ts, 1_795_514_400);
+        assert_eq!(cp.tx_gtid.as_deref(), Some("0-1-56"));
         store
             .save(&Checkpoint {
                 file: "binlog.000008".into(),
                 pos: 4,
-                rows_done: 0,
+                rows_done: 2,
+                tx_gtid: Some("0-1-56".into()),
                 gtid_state: None,
                 mysql_gtid_set: None,
                 event_ts: 0,

@@ -10,6 +10,8 @@ enum Slot {
         acked: bool,
         file: Arc<str>,
         tx_pos: u64,
+        /// The transaction's GTID (text form), recorded in a mid-transaction checkpoint.
+        gtid: Option<Arc<str>>,
         row: u64,
         ts: u32,
     },
@@ -23,6 +25,7 @@ enum Durable {
     MidTx {
         file: Arc<str>,
         tx_pos: u64,
+        gtid: Option<Arc<str>>,
         rows_done: u64,
         ts: u32,
     },
@@ -59,6 +62,7 @@ impl AckTracker {
             acked: false,
             file: pos.file.clone(),
             tx_pos: pos.tx_pos,
+            gtid: pos.gtid.clone(),
             row: pos.row,
             ts: pos.ts,
         });
@@ -99,6 +103,7 @@ impl AckTracker {
                 Some(Slot::Row {
                     file,
                     tx_pos,
+                    gtid,
                     row,
                     ts,
                     ..
@@ -106,6 +111,7 @@ impl AckTracker {
                     self.durable = Durable::MidTx {
                         file,
                         tx_pos,
+                        gtid,
                         rows_done: row + 1,
                         ts,
                     };
@@ -133,12 +139,14 @@ impl AckTracker {
             Durable::MidTx {
                 file,
                 tx_pos,
+                gtid,
                 rows_done,
                 ts,
             } => Some(Checkpoint {
                 file: file.to_string(),
                 pos: *tx_pos,
                 rows_done: *rows_done,
+                tx_gtid: gtid.as_deref().map(str::to_string),
                 gtid_state: self
                     .last_boundary
                     .as_ref()
@@ -163,7 +171,7 @@ mod tests {
             pos: 100 + row,
             row,
             tx_pos: 50,
-            gtid: None,
+            gtid: Some("0-1-5".into()),
             ts: 7,
         }
     }
@@ -173,6 +181,7 @@ mod tests {
             file: "b.1".into(),
             pos,
             rows_done: 0,
+            tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 7,
@@ -210,6 +219,8 @@ mod tests {
         t.ack(b);
         let cp = t.take_durable().expect("moved");
         assert_eq!((cp.pos, cp.rows_done), (50, 2));
+        // The open transaction's GTID rides along so a resume can check it reads that one.
+        assert_eq!(cp.tx_gtid.as_deref(), Some("0-1-5"));
         assert_eq!(
             cp.gtid_state.map(|g| g.to_string()).as_deref(),
             Some("0-1-4")

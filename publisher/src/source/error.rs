@@ -55,6 +55,15 @@ pub enum SourceError {
         file: String,
         pos: u64,
     },
+    #[error("cannot resume in the middle of transaction {expected} ({file}:{pos}): the checkpoint counts {rows_done} of its rows as delivered, but the source sent {received} first, so skipping those rows would drop rows of another transaction; nothing was skipped. The checkpoint's GTID set has gaps, or the source is another server that orders transactions differently. To go on: if the original server still has {file}, remove the GTID set from the checkpoint (`mysqlGtidSet`; in a BinlogStream status `gtidSet`) to resume by file and position; or set the delivered-row count to 0 (`rowsDone`, status `rowsInTransaction`) and remove the transaction GTID (`txGtid`, status `transactionGtid`) to deliver all of {expected} again (its first {rows_done} rows twice).")]
+    WrongResumeTransaction {
+        expected: String,
+        /// "transaction GTID" or "a transaction without a GTID".
+        received: String,
+        rows_done: u64,
+        file: String,
+        pos: u64,
+    },
     #[error("{what} at {file}:{pos} cannot be decoded: {reason}")]
     Unsupported {
         what: String,

@@ -7,6 +7,7 @@ pub mod offline;
 pub mod preflight;
 pub mod query;
 pub mod reader;
+pub mod resume;
 pub mod schema;
 pub mod tls;
 

@@ -15,7 +15,17 @@ use mysql_common::binlog::{
 };
 
 use super::{error::SourceError, reader::Reader, Item};
-use crate::{decode::EncodeOptions, filter::TableFilter};
+use crate::{decode::EncodeOptions, filter::TableFilter, position::Checkpoint};
+
+/// What a decoded file ended with.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Rows emitted.
+    pub rows: u64,
+    /// The reader's resume point after the last event: with the executed MySQL GTID set
+    /// (PREVIOUS_GTIDS plus the file's committed transactions) when the file has one.
+    pub end: Checkpoint,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -100,6 +110,16 @@ pub async fn decode_file(
     encode: EncodeOptions,
     emit: impl FnMut(Item),
 ) -> Result<u64, OfflineError> {
+    Ok(decode_file_to_end(path, filter, encode, emit).await?.rows)
+}
+
+/// [`decode_file`], also returning where the reader ended.
+pub async fn decode_file_to_end(
+    path: &Path,
+    filter: TableFilter,
+    encode: EncodeOptions,
+    emit: impl FnMut(Item),
+) -> Result<Decoded, OfflineError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -109,18 +129,34 @@ pub async fn decode_file(
         file: file.clone(),
         source,
     })?;
-    decode_reader(&file, &name, BufReader::new(f), filter, encode, emit).await
+    decode_reader_to_end(&file, &name, BufReader::new(f), filter, encode, emit).await
 }
 
 /// Decodes a binlog from any reader; `file` names it in errors, `name` in positions.
 pub async fn decode_reader(
     file: &str,
     name: &str,
+    input: impl BufRead,
+    filter: TableFilter,
+    encode: EncodeOptions,
+    emit: impl FnMut(Item),
+) -> Result<u64, OfflineError> {
+    Ok(
+        decode_reader_to_end(file, name, input, filter, encode, emit)
+            .await?
+            .rows,
+    )
+}
+
+/// [`decode_reader`], also returning where the reader ended.
+pub async fn decode_reader_to_end(
+    file: &str,
+    name: &str,
     mut input: impl BufRead,
     filter: TableFilter,
     encode: EncodeOptions,
     mut emit: impl FnMut(Item),
-) -> Result<u64, OfflineError> {
+) -> Result<Decoded, OfflineError> {
     let file = file.to_string();
     let mut magic = [0u8; 4];
     let got = input
@@ -217,5 +253,8 @@ pub async fn decode_reader(
         }
         offset += size;
     }
-    Ok(rows)
+    Ok(Decoded {
+        rows,
+        end: reader.resume_point(),
+    })
 }

@@ -17,7 +17,7 @@ use super::{
     flavor,
     preflight::{self, ServerInfo},
     query::{classify, QueryKind},
-    schema,
+    resume, schema,
 };
 use crate::{
     decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
@@ -91,6 +91,26 @@ struct Tx {
     standalone: bool,
 }
 
+/// A mid-transaction checkpoint's delivered rows, not yet matched to a transaction.
+#[derive(Debug)]
+struct PendingSkip {
+    rows: u64,
+    tx_gtid: Option<String>,
+    file: String,
+    pos: u64,
+}
+
+impl PendingSkip {
+    fn of(cp: &Checkpoint) -> Option<PendingSkip> {
+        (cp.rows_done > 0).then(|| PendingSkip {
+            rows: cp.rows_done,
+            tx_gtid: cp.tx_gtid.clone(),
+            file: cp.file.clone(),
+            pos: cp.pos,
+        })
+    }
+}
+
 struct PlanEntry {
     schema_gen: u64,
     tme_bytes: Vec<u8>,
@@ -123,8 +143,11 @@ pub struct Reader {
     /// MySQL source with gtid_mode=ON: resumes use COM_BINLOG_DUMP_GTID, which survives a
     /// failover to another server (its file names and offsets differ).
     gtid_auto_position: bool,
-    /// Rows of the first transaction already delivered before a resume.
+    /// Rows of the current transaction still to skip (already delivered before a resume).
     skip_rows: u64,
+    /// After a mid-transaction resume: the rows to skip once the first transaction is known
+    /// to be the checkpoint's (checked in `begin_tx`).
+    pending_skip: Option<PendingSkip>,
     plans: HashMap<u64, PlanEntry>,
     infos: HashMap<(String, String), Option<Arc<TableInfo>>>,
     schema_gen: u64,
@@ -220,8 +243,8 @@ impl Reader {
             .as_ref()
             .and_then(|cp| cp.mysql_gtid_set.clone())
             .filter(|_| !server.is_mariadb);
-        let (file, pos, gtid, skip_rows) = match &checkpoint {
-            Some(cp) => (cp.file.clone(), cp.pos, None, cp.rows_done),
+        let (file, pos, gtid, pending_skip) = match &checkpoint {
+            Some(cp) => (cp.file.clone(), cp.pos, None, PendingSkip::of(cp)),
             None => match &cfg.start {
                 StartFrom::Latest => {
                     let (f, p, executed) =
@@ -230,7 +253,7 @@ impl Reader {
                     mysql_seed = executed
                         .filter(|e| !e.trim().is_empty())
                         .and_then(|e| e.parse().ok());
-                    (f, p, None, 0)
+                    (f, p, None, None)
                 }
                 StartFrom::Earliest => {
                     let oldest = server
@@ -240,10 +263,10 @@ impl Reader {
                             start: "earliest".into(),
                             reason: "the source lists no binlog files".into(),
                         })?;
-                    (oldest.name.clone(), 4, None, 0)
+                    (oldest.name.clone(), 4, None, None)
                 }
-                StartFrom::FilePos { file, pos } => (file.clone(), *pos, None, 0),
-                StartFrom::Gtid(state) => (String::new(), 4, Some(state.clone()), 0),
+                StartFrom::FilePos { file, pos } => (file.clone(), *pos, None, None),
+                StartFrom::Gtid(state) => (String::new(), 4, Some(state.clone()), None),
                 StartFrom::MysqlGtid(set) => {
                     if server.is_mariadb || !gtid_auto_position {
                         return Err(SourceError::BadStart {
@@ -258,15 +281,19 @@ impl Reader {
                         });
                     }
                     mysql_seed = Some(set.clone());
-                    (String::new(), 4, None, 0)
+                    (String::new(), 4, None, None)
                 }
             },
         };
         // Auto-positioning needs a set the server can compare with; without one (or with
-        // gtid_mode OFF) the file and offset are used, as for MariaDB.
+        // gtid_mode OFF) the file and offset are used, as for MariaDB. So are mid-transaction
+        // checkpoints that name no transaction GTID (written before it was recorded): by GTID
+        // the first transaction could be another one, and there is nothing to check it with.
+        let unverifiable_mid_tx = pending_skip.as_ref().is_some_and(|p| p.tx_gtid.is_none());
         let by_gtid = gtid_auto_position
             && mysql_seed.as_ref().is_some_and(|s| !s.is_empty())
-            && (checkpoint.is_some() || matches!(cfg.start, StartFrom::MysqlGtid(_)));
+            && (checkpoint.is_some() || matches!(cfg.start, StartFrom::MysqlGtid(_)))
+            && !unverifiable_mid_tx;
 
         if gtid.is_none() && !by_gtid {
             let found = server.binlogs.iter().find(|b| b.name == file);
@@ -321,6 +348,7 @@ impl Reader {
                 file: file.clone(),
                 pos,
                 rows_done: 0,
+                tx_gtid: None,
                 gtid_state: gtid.clone(),
                 mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
                 event_ts: 0,
@@ -338,7 +366,8 @@ impl Reader {
             stream: None,
             seen_fde: false,
             tx: None,
-            skip_rows,
+            skip_rows: 0,
+            pending_skip,
             plans: HashMap::new(),
             infos: HashMap::new(),
             schema_gen: 0,
@@ -367,6 +396,7 @@ impl Reader {
             file: file.to_string(),
             pos: 4,
             rows_done: 0,
+            tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 0,
@@ -390,9 +420,11 @@ impl Reader {
             gtid_state: GtidState::default(),
             mysql_gtids: MysqlGtidSet::default(),
             mysql_gtids_complete: false,
-            file_from_start: false,
+            // A file is decoded from its first event, so its PREVIOUS_GTIDS counts.
+            file_from_start: true,
             gtid_auto_position: false,
             skip_rows: 0,
+            pending_skip: None,
             plans: HashMap::new(),
             infos: HashMap::new(),
             schema_gen: 0,
@@ -411,6 +443,11 @@ impl Reader {
                 file: self.file.to_string(),
                 pos: tx.start_pos,
                 rows_done: tx.rows,
+                tx_gtid: tx
+                    .gtid
+                    .as_deref()
+                    .filter(|_| tx.rows > 0)
+                    .map(str::to_string),
                 gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                 mysql_gtid_set: self.mysql_checkpoint_set(),
                 event_ts: self.last_boundary.event_ts,
@@ -511,10 +548,12 @@ impl Reader {
             drop(stream);
         }
         self.meta = Some(self.cfg.addr.connect().await?);
-        self.skip_rows = cp.rows_done;
+        self.skip_rows = 0;
+        self.pending_skip = PendingSkip::of(&cp);
         self.file = cp.file.as_str().into();
         self.last_boundary = Checkpoint {
             rows_done: 0,
+            tx_gtid: None,
             ..cp.clone()
         };
         info!(file = %cp.file, pos = cp.pos, skip_rows = cp.rows_done, "resuming the binlog dump");
@@ -567,7 +606,17 @@ impl Reader {
         gtid: Option<Arc<str>>,
         maria: Option<MariaGtid>,
         standalone: bool,
-    ) {
+    ) -> Result<(), SourceError> {
+        if let Some(p) = self.pending_skip.take() {
+            self.skip_rows = resume::rows_to_skip(p.tx_gtid.as_deref(), gtid.as_deref(), p.rows)
+                .map_err(|wrong| SourceError::WrongResumeTransaction {
+                    received: wrong.to_string(),
+                    expected: wrong.expected,
+                    rows_done: wrong.rows_done,
+                    file: p.file,
+                    pos: p.pos,
+                })?;
+        }
         if let Some(open) = &self.tx {
             if open.rows > 0 {
                 warn!(file = %self.file, pos = open.start_pos, "transaction without a commit event; treating the next one as its end");
@@ -582,6 +631,7 @@ impl Reader {
             explicit_begin: false,
             standalone,
         });
+        Ok(())
     }
 
     fn commit(&mut self, end: u64, ts: u32, out: &mut Vec<Item>) {
@@ -598,6 +648,7 @@ impl Reader {
             file: self.file.to_string(),
             pos: end,
             rows_done: 0,
+            tx_gtid: None,
             gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
             mysql_gtid_set: self.mysql_checkpoint_set(),
             event_ts: ts,
@@ -778,7 +829,7 @@ impl Reader {
             t::MARIA_GTID => {
                 let (g, flags2) = mariadb_gtid(ev.data(), h.server_id())
                     .ok_or_else(|| self.unsupported("MariaDB GTID event", pos, "body too short"))?;
-                self.begin_tx(pos, Some(g.to_string().into()), Some(g), flags2 & 1 != 0);
+                self.begin_tx(pos, Some(g.to_string().into()), Some(g), flags2 & 1 != 0)?;
             }
             t::MARIA_GTID_LIST => {
                 let list = mariadb_gtid_list(ev.data()).ok_or_else(|| {
@@ -805,7 +856,7 @@ impl Reader {
                 } else {
                     format!("{}:{}:{}", uuid_text(&g.sid()), tag, g.gno())
                 };
-                self.begin_tx(pos, Some(text.into()), None, false);
+                self.begin_tx(pos, Some(text.into()), None, false)?;
                 if let Some(tx) = self.tx.as_mut() {
                     tx.mysql_gtid = Some((g.sid(), tag, g.gno()));
                 }
@@ -828,8 +879,13 @@ impl Reader {
                 }
                 // Everything before this file, plus all of it from here on: complete.
                 self.mysql_gtids_complete = true;
+                // No transaction of this file has passed yet, so the boundary at its start
+                // has exactly this set (a resume from it need not fall back to file:pos).
+                if self.tx.is_none() {
+                    self.last_boundary.mysql_gtid_set = self.mysql_checkpoint_set();
+                }
             }
-            t::ANONYMOUS_GTID => self.begin_tx(pos, None, None, false),
+            t::ANONYMOUS_GTID => self.begin_tx(pos, None, None, false)?,
             t::QUERY => {
                 let q: QueryEvent<'_> = ev
                     .read_event()
@@ -838,7 +894,7 @@ impl Reader {
                 match classify(&sql) {
                     QueryKind::Begin => {
                         if self.tx.is_none() {
-                            self.begin_tx(pos, None, None, false);
+                            self.begin_tx(pos, None, None, false)?;
                         }
                         if let Some(tx) = self.tx.as_mut() {
                             tx.explicit_begin = true;
@@ -886,7 +942,7 @@ impl Reader {
             t::XID | t::XA_PREPARE => self.commit(end, ts, out),
             t::TABLE_MAP => {
                 if self.tx.is_none() {
-                    self.begin_tx(pos, None, None, false);
+                    self.begin_tx(pos, None, None, false)?;
                 }
                 self.on_table_map(&ev, pos).await?;
             }
@@ -939,6 +995,7 @@ impl Reader {
                     file: self.file.to_string(),
                     pos: end,
                     rows_done: 0,
+                    tx_gtid: None,
                     gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                     mysql_gtid_set: self.mysql_checkpoint_set(),
                     // A heartbeat means the source has nothing newer: caught up as of now.
