@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Pod, Secret, ServiceAccount},
+        core::v1::{ConfigMap, Pod, Secret, ServiceAccount},
         rbac::v1::{Role, RoleBinding},
     },
     jiff::Timestamp,
@@ -81,7 +81,7 @@ fn key(bls: &BinlogStream) -> String {
     format!("{}/{}", bls.namespace().unwrap_or_default(), bls.name_any())
 }
 
-/// Secrets the spec names must exist and hold the keys it names.
+/// Secrets (and the CA ConfigMap) the spec names must exist and hold the keys it names.
 async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(), Invalid>, Error> {
     let ns = bls.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -90,17 +90,25 @@ async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(),
         bls.spec.source.password_secret_ref.name.clone(),
         vec![bls.spec.source.password_secret_ref.key.clone()],
     )];
-    if let Some(ca) = bls
-        .spec
-        .source
-        .tls
-        .as_ref()
-        .and_then(|t| t.ca_secret_ref.as_ref())
+    let tls = bls.spec.source.tls.as_ref();
+    if let Some(name) = tls
+        .and_then(|t| t.ca.as_ref())
+        .and_then(|c| c.secret_name.as_ref())
     {
         wanted.push((
-            "spec.source.tls.caSecretRef".into(),
-            ca.name.clone(),
-            vec![ca.key.clone()],
+            "spec.source.tls.ca".into(),
+            name.clone(),
+            vec![tls
+                .and_then(|t| t.ca.as_ref())
+                .map(|c| c.key.clone())
+                .unwrap_or_default()],
+        ));
+    }
+    if let Some(name) = tls.and_then(|t| t.client_cert_secret_name.as_ref()) {
+        wanted.push((
+            "spec.source.tls.clientCertSecretName".into(),
+            name.clone(),
+            vec!["tls.crt".into(), "tls.key".into()],
         ));
     }
     if let Some(c) = &bls.spec.target.credentials_secret_ref {
@@ -130,6 +138,26 @@ async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(),
                         message: format!("secret `{name}` has no key `{missing}`"),
                     }));
                 }
+            }
+        }
+    }
+    if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
+        if let Some(name) = &ca.config_map_name {
+            let field = "spec.source.tls.ca".to_string();
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let Some(map) = maps.get_opt(name).await.map_err(Error::Kube)? else {
+                return Ok(Err(Invalid {
+                    field,
+                    message: format!("config map `{name}` does not exist in namespace `{ns}`"),
+                }));
+            };
+            let in_data = map.data.is_some_and(|d| d.contains_key(&ca.key));
+            let in_binary = map.binary_data.is_some_and(|d| d.contains_key(&ca.key));
+            if !in_data && !in_binary {
+                return Ok(Err(Invalid {
+                    field,
+                    message: format!("config map `{name}` has no key `{}`", ca.key),
+                }));
             }
         }
     }

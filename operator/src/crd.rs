@@ -93,23 +93,65 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// TLS to the source; the fields map onto the publisher's `--source-tls*` options.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
+    /// `disabled` (default), `required` (encrypted, certificate not checked) or
+    /// `verify-identity` (certificate must chain to `ca`, or to the public web roots without
+    /// it, and name the host or `serverName`).
     #[serde(default)]
     pub mode: TlsMode,
-    /// CA bundle (PEM) to verify the server with.
+    /// CA bundle (PEM) the server certificate must chain to; only with `verify-identity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret_ref: Option<SecretKeyRef>,
+    pub ca: Option<CaBundleRef>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the client certificate for
+    /// accounts created with `REQUIRE X509`/`SUBJECT`/`ISSUER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_name: Option<String>,
+    /// Name the server certificate must carry when it is not `host` (an IP, a tunnel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
+/// Where the CA bundle is: exactly one of `secretName` and `configMapName`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// A ConfigMap suits public bundles (e.g. AWS's RDS `global-bundle.pem`) and
+    /// trust-manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    /// Key holding the PEM bundle.
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// The publisher's modes, spelled as its `--source-tls` values. No `verify-ca` or
+/// `preferred`: the publisher refuses both (see its TLS docs).
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     #[default]
     Disabled,
     Required,
-    VerifyCA,
     VerifyIdentity,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disabled => "disabled",
+            TlsMode::Required => "required",
+            TlsMode::VerifyIdentity => "verify-identity",
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

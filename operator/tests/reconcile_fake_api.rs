@@ -377,3 +377,92 @@ async fn unchanged_conditions_are_not_rewritten() {
         "no status write or event when nothing changed"
     );
 }
+
+#[tokio::test]
+async fn a_tls_spec_checks_its_ca_config_map_and_client_secret() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["source"]["tls"] = json!({
+        "mode": "verify-identity",
+        "ca": {"configMapName": "rds-ca", "key": "global-bundle.pem"},
+        "clientCertSecretName": "repl-cert"
+    });
+    let bls = Arc::new(stream(spec));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/repl-cert",
+        |_| {
+            ok_json(
+                json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
+                "metadata": {"name": "repl-cert", "namespace": "shop"},
+                "data": {"tls.crt": "Yw==", "tls.key": "aw=="}}),
+            )
+        },
+    )
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/configmaps/rds-ca",
+        |_| not_found(),
+    )
+    .await;
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(
+        ready["message"],
+        "spec.source.tls.ca: config map `rds-ca` does not exist in namespace `shop`"
+    );
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
+}
+
+#[tokio::test]
+async fn a_ca_with_tls_disabled_is_an_invalid_spec() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["source"]["tls"] = json!({"ca": {"secretName": "db-ca"}});
+    let bls = Arc::new(stream(spec));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(
+        ready["message"],
+        "spec.source.tls.ca: is set but spec.source.tls.mode is disabled; set mode to required or verify-identity"
+    );
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
+}

@@ -115,6 +115,7 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
     let source = |s: &SourceError| match s {
         SourceError::Unreachable { .. } | SourceError::Connection(_) => "SourceUnreachable",
         SourceError::AccessDenied { .. } => "SourceAccessDenied",
+        SourceError::Tls { .. } => "SourceTlsFailed",
         SourceError::MissingPrivilege { .. } => "MissingPrivilege",
         SourceError::Misconfigured { .. } => "SourceMisconfigured",
         SourceError::BinlogGone { .. } => "BinlogPurged",

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mysql_async::{prelude::Queryable, Conn, Opts};
+use mysql_async::{prelude::Queryable, Conn, Opts, OptsBuilder, SslOpts};
 
 /// `binlog_row_metadata` of the server: NO_LOG is MariaDB's default, FULL carries names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +18,25 @@ pub enum Metadata {
     Full,
 }
 
+/// Server-side TLS: PEM files the test made (see `tests/tests/source_tls.rs`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to (`REQUIRE X509` accounts).
+    pub ca: PathBuf,
+    /// `require_secure_transport=ON`: plain TCP logins are refused, which proves a client
+    /// that got in used TLS.
+    pub require_secure_transport: bool,
+}
+
 pub struct MariaDb {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Set when the server runs with TLS: the harness's own root connections use it too
+    /// (unverified: they only need to get past `require_secure_transport`).
+    root_tls: bool,
     /// Password of the `repl` user (REPLICATION SLAVE, BINLOG MONITOR, SELECT).
     pub repl_password: String,
 }
@@ -103,7 +118,25 @@ impl MariaDb {
     }
 
     pub async fn start_with(metadata: Metadata, extra: &[&str]) -> MariaDb {
+        Self::start_inner(metadata, extra, None).await
+    }
+
+    /// A server with TLS enabled (`--ssl-cert/--ssl-key/--ssl-ca`).
+    pub async fn start_tls(metadata: Metadata, tls: &ServerTls, extra: &[&str]) -> MariaDb {
+        Self::start_inner(metadata, extra, Some(tls)).await
+    }
+
+    async fn start_inner(metadata: Metadata, extra: &[&str], tls: Option<&ServerTls>) -> MariaDb {
         crate::ensure_deps();
+        let mut tls_args = Vec::new();
+        if let Some(t) = tls {
+            tls_args.push(format!("--ssl-cert={}", t.cert.display()));
+            tls_args.push(format!("--ssl-key={}", t.key.display()));
+            tls_args.push(format!("--ssl-ca={}", t.ca.display()));
+            if t.require_secure_transport {
+                tls_args.push("--require-secure-transport=ON".into());
+            }
+        }
         let dir = tempfile::Builder::new()
             .prefix("bls-mariadb-")
             .tempdir()
@@ -140,6 +173,7 @@ impl MariaDb {
                 "--innodb-log-file-size=48M",
                 "--max-allowed-packet=64M",
             ])
+            .args(&tls_args)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -149,6 +183,7 @@ impl MariaDb {
             child: Some(child),
             dir,
             port,
+            root_tls: tls.is_some(),
             repl_password: "repl-pw".into(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -184,7 +219,14 @@ impl MariaDb {
     }
 
     pub fn root_opts(&self) -> Opts {
-        Opts::from_url(&self.root_url()).expect("url")
+        let opts = Opts::from_url(&self.root_url()).expect("url");
+        if !self.root_tls {
+            return opts;
+        }
+        publisher::source::tls::install_crypto_provider();
+        OptsBuilder::from_opts(opts)
+            .ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(true))
+            .into()
     }
 
     /// The URL the publisher uses (password comes separately).

@@ -8,10 +8,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
-            KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-            SecretEnvSource, SecretVolumeSource, SecurityContext, ServiceAccount, Volume,
-            VolumeMount,
+            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
+            HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, ServiceAccount,
+            Volume, VolumeMount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use crate::crd::BinlogStream;
+use crate::crd::{BinlogStream, TlsMode};
 
 pub const METRICS_PORT: i32 = 9464;
 
@@ -104,8 +104,13 @@ pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
 fn secret_names(bls: &BinlogStream) -> Vec<String> {
     let s = &bls.spec;
     let mut names = vec![s.source.password_secret_ref.name.clone()];
-    if let Some(ca) = s.source.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-        names.push(ca.name.clone());
+    if let Some(tls) = &s.source.tls {
+        if let Some(ca) = tls.ca.as_ref().and_then(|c| c.secret_name.as_ref()) {
+            names.push(ca.clone());
+        }
+        if let Some(c) = &tls.client_cert_secret_name {
+            names.push(c.clone());
+        }
     }
     if let Some(c) = &s.target.credentials_secret_ref {
         names.push(c.name.clone());
@@ -231,7 +236,108 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
     if let Some(o) = &s.output.oversize {
         v.push(env("BINLOGSTREAM_OVERSIZE", o.clone()));
     }
+    if let Some(tls) = s
+        .source
+        .tls
+        .as_ref()
+        .filter(|t| t.mode != TlsMode::Disabled)
+    {
+        v.push(env("BINLOGSTREAM_SOURCE_TLS", tls.mode.as_str()));
+        if tls.ca.is_some() {
+            v.push(env(
+                "BINLOGSTREAM_SOURCE_TLS_CA",
+                format!("{TLS_CA_DIR}/ca.pem"),
+            ));
+        }
+        if tls.client_cert_secret_name.is_some() {
+            v.push(env(
+                "BINLOGSTREAM_SOURCE_TLS_CERT",
+                format!("{TLS_CLIENT_DIR}/tls.crt"),
+            ));
+            v.push(env(
+                "BINLOGSTREAM_SOURCE_TLS_KEY",
+                format!("{TLS_CLIENT_DIR}/tls.key"),
+            ));
+        }
+        if let Some(n) = &tls.server_name {
+            v.push(env("BINLOGSTREAM_SOURCE_TLS_SERVER_NAME", n.clone()));
+        }
+    }
     v
+}
+
+/// Where the TLS files are mounted. Whole volumes (no subPath), so a rotated CA or client
+/// certificate reaches the pod and the publisher's next reconnect reads it.
+pub const TLS_CA_DIR: &str = "/etc/binlogstream/source-tls-ca";
+pub const TLS_CLIENT_DIR: &str = "/etc/binlogstream/source-tls-client";
+
+fn items(pairs: &[(&str, &str)]) -> Option<Vec<KeyToPath>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(key, path)| KeyToPath {
+                key: (*key).into(),
+                path: (*path).into(),
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+/// Volumes and read-only mounts for `spec.source.tls` (none while it is disabled).
+fn tls_volumes(bls: &BinlogStream) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let Some(tls) = bls
+        .spec
+        .source
+        .tls
+        .as_ref()
+        .filter(|t| t.mode != TlsMode::Disabled)
+    else {
+        return (volumes, mounts);
+    };
+    let mut mount = |name: &str, path: &str| {
+        mounts.push(VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            read_only: Some(true),
+            ..Default::default()
+        })
+    };
+    if let Some(ca) = &tls.ca {
+        let ca_items = items(&[(&ca.key, "ca.pem")]);
+        volumes.push(Volume {
+            name: "source-tls-ca".into(),
+            secret: ca.secret_name.as_ref().map(|n| SecretVolumeSource {
+                secret_name: Some(n.clone()),
+                items: ca_items.clone(),
+                ..Default::default()
+            }),
+            config_map: ca.config_map_name.as_ref().map(|n| ConfigMapVolumeSource {
+                name: n.clone(),
+                items: ca_items.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mount("source-tls-ca", TLS_CA_DIR);
+    }
+    if let Some(name) = &tls.client_cert_secret_name {
+        volumes.push(Volume {
+            name: "source-tls-client".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                items: items(&[("tls.crt", "tls.crt"), ("tls.key", "tls.key")]),
+                // The key is private: group-readable for the pod's fsGroup, like the password.
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mount("source-tls-client", TLS_CLIENT_DIR);
+    }
+    (volumes, mounts)
 }
 
 pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
@@ -257,27 +363,9 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
         read_only: Some(true),
         ..Default::default()
     }];
-    if let Some(ca) = s.source.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-        volumes.push(Volume {
-            name: "source-ca".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(ca.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: ca.key.clone(),
-                    path: "ca.pem".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "source-ca".into(),
-            mount_path: "/etc/binlogstream/tls".into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
+    let (tls_volumes, tls_mounts) = tls_volumes(bls);
+    volumes.extend(tls_volumes);
+    mounts.extend(tls_mounts);
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -383,5 +471,153 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::BinlogStreamSpec;
+
+    fn stream(tls: serde_json::Value) -> BinlogStream {
+        let spec = serde_json::json!({
+            "source": {"host": "10.0.0.5", "user": "repl",
+                       "passwordSecretRef": {"name": "db-pw", "key": "password"}, "tls": tls},
+            "target": {"stream": "s"}
+        });
+        let mut bls = BinlogStream::new(
+            "orders",
+            serde_json::from_value::<BinlogStreamSpec>(spec).expect("spec"),
+        );
+        bls.metadata.namespace = Some("shop".into());
+        bls
+    }
+
+    fn cfg() -> BuildConfig {
+        BuildConfig {
+            publisher_image: "p".into(),
+            image_pull_policy: None,
+        }
+    }
+
+    fn env_of(bls: &BinlogStream) -> BTreeMap<String, String> {
+        publisher_env(bls)
+            .into_iter()
+            .filter(|e| e.name.starts_with("BINLOGSTREAM_SOURCE_TLS"))
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn verify_identity_mounts_the_ca_and_client_cert_and_points_the_env_at_them() {
+        let bls = stream(serde_json::json!({
+            "mode": "verify-identity",
+            "ca": {"configMapName": "rds-ca", "key": "global-bundle.pem"},
+            "clientCertSecretName": "repl-cert",
+            "serverName": "db.internal"
+        }));
+        let env = env_of(&bls);
+        let want: BTreeMap<String, String> = [
+            ("BINLOGSTREAM_SOURCE_TLS", "verify-identity"),
+            (
+                "BINLOGSTREAM_SOURCE_TLS_CA",
+                "/etc/binlogstream/source-tls-ca/ca.pem",
+            ),
+            (
+                "BINLOGSTREAM_SOURCE_TLS_CERT",
+                "/etc/binlogstream/source-tls-client/tls.crt",
+            ),
+            (
+                "BINLOGSTREAM_SOURCE_TLS_KEY",
+                "/etc/binlogstream/source-tls-client/tls.key",
+            ),
+            ("BINLOGSTREAM_SOURCE_TLS_SERVER_NAME", "db.internal"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, want);
+
+        let pod = deployment(&bls, &cfg())
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let volumes = pod.volumes.expect("volumes");
+        let ca = volumes
+            .iter()
+            .find(|v| v.name == "source-tls-ca")
+            .expect("ca volume");
+        assert!(ca.secret.is_none());
+        let map = ca.config_map.as_ref().expect("config map");
+        assert_eq!(map.name, "rds-ca");
+        let item = &map.items.as_ref().expect("items")[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("global-bundle.pem", "ca.pem")
+        );
+        let client = volumes
+            .iter()
+            .find(|v| v.name == "source-tls-client")
+            .and_then(|v| v.secret.as_ref())
+            .expect("client secret volume");
+        assert_eq!(client.secret_name.as_deref(), Some("repl-cert"));
+        assert_eq!(client.default_mode, Some(0o440));
+        let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
+        for (name, path) in [
+            ("source-tls-ca", TLS_CA_DIR),
+            ("source-tls-client", TLS_CLIENT_DIR),
+        ] {
+            let m = mounts.iter().find(|m| m.name == name).expect("mount");
+            assert_eq!(m.mount_path, path);
+            assert_eq!(m.read_only, Some(true));
+            assert!(m.sub_path.is_none(), "subPath would stop rotation");
+        }
+        // The publisher's role may read the client certificate's secret (not a config map).
+        let rules = role(&bls).rules.expect("rules");
+        assert_eq!(
+            rules[2].resource_names,
+            Some(vec!["db-pw".into(), "repl-cert".into()])
+        );
+    }
+
+    #[test]
+    fn a_ca_secret_and_required_mode_map_too() {
+        let bls =
+            stream(serde_json::json!({"mode": "verify-identity", "ca": {"secretName": "db-ca"}}));
+        let pod = deployment(&bls, &cfg())
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let ca = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "source-tls-ca")
+            .and_then(|v| v.secret)
+            .expect("secret volume");
+        assert_eq!(ca.secret_name.as_deref(), Some("db-ca"));
+        assert_eq!(ca.items.expect("items")[0].key, "ca.crt", "default key");
+
+        let bls = stream(serde_json::json!({"mode": "required"}));
+        assert_eq!(
+            env_of(&bls),
+            BTreeMap::from([("BINLOGSTREAM_SOURCE_TLS".into(), "required".into())])
+        );
+    }
+
+    #[test]
+    fn disabled_or_absent_tls_adds_nothing() {
+        for tls in [
+            serde_json::json!(null),
+            serde_json::json!({"mode": "disabled"}),
+        ] {
+            let bls = stream(tls);
+            assert!(env_of(&bls).is_empty());
+            let pod = deployment(&bls, &cfg())
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod spec");
+            assert_eq!(pod.volumes.expect("volumes").len(), 1, "only the password");
+        }
     }
 }

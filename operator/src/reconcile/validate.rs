@@ -1,7 +1,7 @@
 //! Spec checks the schema cannot express (Kubernetes 1.20 has no CEL). Each failure names
 //! the field and what is wrong.
 
-use crate::crd::BinlogStreamSpec;
+use crate::crd::{BinlogStreamSpec, TlsMode, TlsSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -62,6 +62,62 @@ fn check_start(start: &str) -> Result<(), Invalid> {
     }
 }
 
+/// The publisher's rules (`publisher/src/source/tls.rs`), checked here so a wrong spec is
+/// InvalidSpec naming the field instead of a crash-looping pod.
+fn check_tls(tls: &TlsSpec) -> Result<(), Invalid> {
+    let set = [
+        ("spec.source.tls.ca", tls.ca.is_some()),
+        (
+            "spec.source.tls.clientCertSecretName",
+            tls.client_cert_secret_name.is_some(),
+        ),
+        ("spec.source.tls.serverName", tls.server_name.is_some()),
+    ];
+    if tls.mode == TlsMode::Disabled {
+        if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(invalid(
+                field,
+                "is set but spec.source.tls.mode is disabled; set mode to required or \
+                 verify-identity",
+            ));
+        }
+    }
+    if let Some(ca) = &tls.ca {
+        if tls.mode == TlsMode::Required {
+            return Err(invalid(
+                "spec.source.tls.ca",
+                "only makes sense with mode verify-identity (required does not check the \
+                 certificate)",
+            ));
+        }
+        let named = |n: &Option<String>| n.as_deref().is_some_and(|n| !n.is_empty());
+        if named(&ca.secret_name) == named(&ca.config_map_name) {
+            return Err(invalid(
+                "spec.source.tls.ca",
+                "needs exactly one of secretName and configMapName",
+            ));
+        }
+        if ca.key.is_empty() {
+            return Err(invalid("spec.source.tls.ca.key", "must not be empty"));
+        }
+    }
+    if tls.client_cert_secret_name.as_deref() == Some("") {
+        return Err(invalid(
+            "spec.source.tls.clientCertSecretName",
+            "must not be empty",
+        ));
+    }
+    if let Some(name) = &tls.server_name {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(invalid(
+                "spec.source.tls.serverName",
+                format!("`{name}` is not a host name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
     let s = &spec.source;
     if s.host.trim().is_empty() {
@@ -91,15 +147,7 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
         }
     }
     if let Some(tls) = &s.tls {
-        use crate::crd::TlsMode;
-        if matches!(tls.mode, TlsMode::VerifyCA | TlsMode::VerifyIdentity)
-            && tls.ca_secret_ref.is_none()
-        {
-            return Err(invalid(
-                "spec.source.tls.caSecretRef",
-                "is required for VerifyCA and VerifyIdentity",
-            ));
-        }
+        check_tls(tls)?;
     }
     for (i, p) in spec.tables.include.iter().enumerate() {
         check_pattern(&format!("spec.tables.include[{i}]"), p)?;
@@ -159,4 +207,78 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
         return Err(invalid("spec.lag.thresholdSeconds", "must be at least 1"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(tls: serde_json::Value) -> BinlogStreamSpec {
+        serde_json::from_value(serde_json::json!({
+            "source": {"host": "db", "user": "repl",
+                       "passwordSecretRef": {"name": "db-pw", "key": "password"}, "tls": tls},
+            "target": {"stream": "s"}
+        }))
+        .expect("spec")
+    }
+
+    fn error(tls: serde_json::Value) -> String {
+        validate(&spec(tls)).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn tls_files_need_a_mode_that_uses_them() {
+        assert_eq!(
+            error(serde_json::json!({"ca": {"secretName": "ca"}})),
+            "spec.source.tls.ca: is set but spec.source.tls.mode is disabled; set mode to \
+             required or verify-identity"
+        );
+        assert!(
+            error(serde_json::json!({"mode": "disabled", "clientCertSecretName": "c"}))
+                .starts_with("spec.source.tls.clientCertSecretName: is set but")
+        );
+        assert!(error(serde_json::json!({"serverName": "db"}))
+            .starts_with("spec.source.tls.serverName: is set but"));
+        assert_eq!(
+            error(serde_json::json!({"mode": "required", "ca": {"secretName": "ca"}})),
+            "spec.source.tls.ca: only makes sense with mode verify-identity (required does \
+             not check the certificate)"
+        );
+    }
+
+    #[test]
+    fn the_ca_reference_names_exactly_one_source() {
+        let both = serde_json::json!({"mode": "verify-identity",
+            "ca": {"secretName": "a", "configMapName": "b"}});
+        assert_eq!(
+            error(both),
+            "spec.source.tls.ca: needs exactly one of secretName and configMapName"
+        );
+        let neither = serde_json::json!({"mode": "verify-identity", "ca": {"key": "ca.crt"}});
+        assert!(error(neither).contains("exactly one"));
+        let no_key =
+            serde_json::json!({"mode": "verify-identity", "ca": {"secretName": "a", "key": ""}});
+        assert_eq!(error(no_key), "spec.source.tls.ca.key: must not be empty");
+        assert!(
+            error(serde_json::json!({"mode": "required", "serverName": "a b"}))
+                .starts_with("spec.source.tls.serverName: `a b` is not a host name")
+        );
+    }
+
+    #[test]
+    fn valid_tls_specs_pass() {
+        for tls in [
+            serde_json::json!({"mode": "required", "clientCertSecretName": "c"}),
+            serde_json::json!({"mode": "verify-identity"}),
+            serde_json::json!({"mode": "verify-identity", "ca": {"configMapName": "rds"},
+                "serverName": "db.internal", "clientCertSecretName": "c"}),
+        ] {
+            assert_eq!(validate(&spec(tls.clone())), Ok(()), "{tls}");
+        }
+        // The old PascalCase and verify-ca spellings are refused by the schema's enum.
+        let old = serde_json::json!({"source": {"host": "db", "user": "u",
+            "passwordSecretRef": {"name": "p", "key": "k"}, "tls": {"mode": "VerifyCA"}},
+            "target": {"stream": "s"}});
+        assert!(serde_json::from_value::<BinlogStreamSpec>(old).is_err());
+    }
 }

@@ -10,12 +10,20 @@ pub enum SourceError {
         #[source]
         source: mysql_async::Error,
     },
-    #[error("source {addr} refused the credentials of user `{user}`: {message} (check --source user and the password file/env)")]
+    #[error("source {addr} refused the credentials of user `{user}`: {message} (check --source user and the password file/env{hint})")]
     AccessDenied {
         addr: String,
         user: String,
         message: String,
+        /// What else can look the same: MariaDB answers a plain login under
+        /// require_secure_transport, and a login without the client certificate a
+        /// `REQUIRE X509` account needs, with the same "Access denied".
+        hint: &'static str,
     },
+    /// The TLS handshake failed for a reason a reconnect will not cure (trust, name, client
+    /// certificate).
+    #[error("TLS to source {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("user `{user}` lacks the {privilege} privilege: {message}. Fix: GRANT {grant} ON *.* TO '{user}'@'%';")]
     MissingPrivilege {
         user: String,

@@ -16,6 +16,14 @@ use std::{
 use mysql_async::{ClientIdentity, SslOpts};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
+/// Makes ring rustls's process-wide provider. The build has two providers compiled in (ring
+/// and, through the AWS SDK, aws-lc), so rustls cannot pick one and panics on the first
+/// handshake unless one is installed; this keeps any caller of the library (not only `main`)
+/// safe. Idempotent: an already installed provider stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// How the connection is protected. No `preferred`: a silent fallback to plain text would
 /// defeat the purpose, and mysql_async fails instead of falling back anyway. No `verify-ca`:
 /// mysql_async 0.37's "skip the name check" matches a rustls error text that rustls 0.23.2x+
