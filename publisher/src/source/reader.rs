@@ -183,6 +183,24 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
     Some(out)
 }
 
+/// Why a PREVIOUS_GTIDS body cannot hold the server-UUID count it claims (each entry takes at
+/// least 24 bytes: a UUID and an interval count), read as mysql_common reads it.
+fn implausible_previous_gtids(data: &[u8]) -> Option<String> {
+    let header = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let n_sids = if header >> 56 != 0 {
+        (header >> 8) & ((1u64 << 48) - 1)
+    } else {
+        header & ((1u64 << 56) - 1)
+    };
+    let room = (data.len() as u64 - 8) / 24;
+    (n_sids > room).then(|| {
+        format!(
+            "it claims {n_sids} server UUIDs but its {} bytes hold at most {room}",
+            data.len()
+        )
+    })
+}
+
 /// Server versions whose binlogs number events differently (TABLE_MAP = 16, rows = 17..19,
 /// XID = 20): the pre-GA 5.1 trees MySQL itself remaps, matched as its
 /// `Format_description_event` does (`5.1.[1-5]-a_drop5*`, `5.1.4-a_drop6*`, `5.2.[0-2]-a_drop6*`).
@@ -862,12 +880,29 @@ impl Reader {
                 }
             }
             t::PREVIOUS_GTIDS if self.file_from_start => {
+                // mysql_common reserves room for the count the event claims before reading
+                // it; a damaged count would abort the process on allocation, not fail.
+                if let Some(reason) = implausible_previous_gtids(ev.data()) {
+                    return Err(self.unsupported("PREVIOUS_GTIDS event", pos, &reason));
+                }
                 let prev: PreviousGtidsEvent<'_> = ev
                     .read_event()
                     .map_err(|e| self.unsupported("PREVIOUS_GTIDS event", pos, &e.to_string()))?;
                 for sid in prev.sids() {
                     let tag = sid.tag().map(|t| t.as_str()).unwrap_or("");
                     for iv in sid.intervals() {
+                        if iv.start() == 0 || iv.end() <= iv.start() {
+                            return Err(self.unsupported(
+                                "PREVIOUS_GTIDS event",
+                                pos,
+                                &format!(
+                                    "interval [{}, {}) of server {} is empty or starts at 0",
+                                    iv.start(),
+                                    iv.end(),
+                                    crate::mysql_gtid::uuid_text(&sid.uuid())
+                                ),
+                            ));
+                        }
                         // Wire intervals are end-exclusive.
                         self.mysql_gtids.add_range(
                             sid.uuid(),
@@ -1158,8 +1193,26 @@ async fn check_gtid_domains(conn: &mut Conn, requested: &GtidState) -> Result<()
 }
 
 #[cfg(test)]
-mod pre_ga_tests {
+mod event_guard_tests {
     use super::pre_ga_event_numbering;
+
+    #[test]
+    fn a_previous_gtids_count_larger_than_its_body_is_refused() {
+        use super::implausible_previous_gtids;
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend([0u8; 16 + 8]);
+        assert_eq!(implausible_previous_gtids(&body), None);
+        let mut huge = 0x00ad_adad_0000_0000u64.to_le_bytes().to_vec();
+        huge.extend([0u8; 40]);
+        let why = implausible_previous_gtids(&huge).expect("refused");
+        assert!(
+            why.contains("claims 48886129511890944 server UUIDs"),
+            "{why}"
+        );
+        // Tagged format (MySQL 8.4): format byte on top, count in bits 8..56.
+        let tagged = ((1u64 << 56) | (5u64 << 8)).to_le_bytes().to_vec();
+        assert!(implausible_previous_gtids(&tagged).is_some());
+    }
 
     #[test]
     fn only_the_pre_ga_trees_mysql_remaps_are_refused() {
