@@ -31,8 +31,8 @@ HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
 "$HELM" template ci charts/binlogstream --namespace bls-system --include-crds >/dev/null
 "$HELM" template ci charts/binlogstream --set metrics.serviceMonitor.enabled=true --set replicaCount=2 >/dev/null
 
-step "benchmark smoke run (20,000 rows; 5,000 into kinesalite)"
-cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --kinesis-rows 5000 --original-rows 500 --latency-seconds 2
+step "benchmark smoke run (20,000 rows per workload; 5,000 into kinesalite)"
+cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --txn-rows 20000 --kinesis-rows 5000 --original-rows 500 --original-decode-rows 2000 --latency-seconds 2
 
 step "end to end on a local Kubernetes 1.20 cluster (tests/cluster/e2e.sh; builds and caches Kubernetes on first use)"
 bash tests/cluster/e2e.sh

@@ -15,7 +15,9 @@ enum Slot {
         row: u64,
         ts: u32,
     },
-    Boundary(Checkpoint),
+    /// Boxed: a checkpoint is several times a row's size, and a slot is kept for every row in
+    /// flight (tens of thousands with aggregation).
+    Boundary(Box<Checkpoint>),
 }
 
 /// The last thing known delivered, kept cheap (no allocation per row) until asked for.
@@ -71,7 +73,7 @@ impl AckTracker {
     }
 
     pub fn push_boundary(&mut self, cp: Checkpoint) {
-        self.slots.push_back(Slot::Boundary(cp));
+        self.slots.push_back(Slot::Boundary(Box::new(cp)));
         self.advance();
     }
 
@@ -97,8 +99,8 @@ impl AckTracker {
             }
             match self.slots.pop_front() {
                 Some(Slot::Boundary(cp)) => {
-                    self.last_boundary = Some(cp.clone());
-                    self.durable = Durable::Boundary(cp);
+                    self.last_boundary = Some((*cp).clone());
+                    self.durable = Durable::Boundary(*cp);
                 }
                 Some(Slot::Row {
                     file,

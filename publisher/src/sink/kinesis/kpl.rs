@@ -50,31 +50,65 @@ fn field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-/// Builds one aggregate, tracking its exact encoded size as records are added.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited protobuf field (`tag` already holds the wire type).
+fn put_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// `AggregatedRecord.partition_key_table` (field 1, length-delimited).
+const KEY_TABLE_TAG: u8 = 0x0A;
+/// `AggregatedRecord.records` (field 3, length-delimited).
+const RECORDS_TAG: u8 = 0x1A;
+/// `Record.partition_key_index` (field 1, varint).
+const KEY_INDEX_TAG: u8 = 0x08;
+/// `Record.data` (field 3, length-delimited).
+const DATA_TAG: u8 = 0x1A;
+
+/// Builds one aggregate, tracking its exact encoded size as records are added. Records are
+/// encoded as they arrive rather than kept as messages: an aggregate holds thousands of rows,
+/// and a row costs its encoded bytes instead of a struct, a buffer and two key copies.
 #[derive(Default)]
 pub struct Aggregator {
-    agg: AggregatedRecord,
-    keys: std::collections::HashMap<String, u64>,
-    size: usize,
+    /// Encoded `partition_key_table` entries, in index order.
+    key_table: Vec<u8>,
+    keys: std::collections::HashMap<Box<str>, u64>,
+    first_key: String,
+    /// Encoded `records` entries.
+    records: Vec<u8>,
+    count: usize,
 }
 
 impl Aggregator {
     pub fn is_empty(&self) -> bool {
-        self.agg.records.is_empty()
+        self.count == 0
     }
 
     pub fn len(&self) -> usize {
-        self.agg.records.len()
+        self.count
+    }
+
+    fn body_len(&self) -> usize {
+        self.key_table.len() + self.records.len()
     }
 
     /// Size of the Kinesis record this aggregate would become (data + partition key).
     pub fn record_size(&self) -> usize {
-        MAGIC.len() + self.size + 16 + self.agg.partition_key_table.first().map_or(0, String::len)
+        MAGIC.len() + self.body_len() + 16 + self.first_key.len()
     }
 
     /// The size after adding a record, without adding it.
     pub fn size_with(&self, key: &str, data_len: usize) -> usize {
-        let mut size = self.size;
+        let mut size = self.body_len();
         let idx = match self.keys.get(key) {
             Some(i) => *i,
             None => {
@@ -84,11 +118,11 @@ impl Aggregator {
         };
         let inner = 1 + varint_len(idx) + field_len(data_len);
         size += field_len(inner);
-        let first_key = self
-            .agg
-            .partition_key_table
-            .first()
-            .map_or(key.len(), String::len);
+        let first_key = if self.is_empty() {
+            key.len()
+        } else {
+            self.first_key.len()
+        };
         MAGIC.len() + size + 16 + first_key
     }
 
@@ -96,34 +130,36 @@ impl Aggregator {
         let idx = match self.keys.get(key) {
             Some(i) => *i,
             None => {
-                let i = self.agg.partition_key_table.len() as u64;
-                self.size += field_len(key.len());
-                self.agg.partition_key_table.push(key.to_string());
-                self.keys.insert(key.to_string(), i);
+                let i = self.keys.len() as u64;
+                put_field(&mut self.key_table, KEY_TABLE_TAG, key.as_bytes());
+                self.keys.insert(key.into(), i);
                 i
             }
         };
+        if self.count == 0 {
+            self.first_key = key.to_string();
+        }
         let inner = 1 + varint_len(idx) + field_len(data.len());
-        self.size += field_len(inner);
-        self.agg.records.push(Record {
-            partition_key_index: idx,
-            explicit_hash_key_index: None,
-            data,
-        });
+        self.records.push(RECORDS_TAG);
+        put_varint(&mut self.records, inner as u64);
+        self.records.push(KEY_INDEX_TAG);
+        put_varint(&mut self.records, idx);
+        put_field(&mut self.records, DATA_TAG, &data);
+        self.count += 1;
     }
 
     /// The aggregate's partition key (its first record's, so it routes to their shard) and
     /// its bytes; the aggregator is empty again afterwards.
     pub fn finish(&mut self) -> (String, Vec<u8>) {
-        let agg = std::mem::take(&mut self.agg);
-        self.keys.clear();
-        self.size = 0;
-        let key = agg.partition_key_table.first().cloned().unwrap_or_default();
-        let body = agg.encode_to_vec();
-        let mut out = Vec::with_capacity(MAGIC.len() + body.len() + 16);
+        let key = std::mem::take(&mut self.first_key);
+        let mut out = Vec::with_capacity(MAGIC.len() + self.body_len() + 16);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&Md5::digest(&body));
+        // Key table first, then records: the field order protobuf encoders write.
+        out.extend_from_slice(&self.key_table);
+        out.extend_from_slice(&self.records);
+        let digest = Md5::digest(&out[MAGIC.len()..]);
+        out.extend_from_slice(&digest);
+        *self = Aggregator::default();
         (key, out)
     }
 }
@@ -158,6 +194,33 @@ mod tests {
         assert_eq!(back.records[2].partition_key_index, 0);
         assert_eq!(back.records[1].data, vec![2u8; 300]);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn incremental_encoding_is_byte_identical_to_prost() {
+        let mut a = Aggregator::default();
+        let mut msg = AggregatedRecord::default();
+        for (i, key) in ["a.t:[1]", "a.t:[2]", "a.t:[1]", "b.u:[300]"]
+            .iter()
+            .enumerate()
+        {
+            let data = vec![i as u8; 130 * (i + 1)];
+            a.push(key, data.clone());
+            let idx = match msg.partition_key_table.iter().position(|k| k == key) {
+                Some(p) => p,
+                None => {
+                    msg.partition_key_table.push(key.to_string());
+                    msg.partition_key_table.len() - 1
+                }
+            };
+            msg.records.push(Record {
+                partition_key_index: idx as u64,
+                explicit_hash_key_index: None,
+                data,
+            });
+        }
+        let (_, bytes) = a.finish();
+        assert_eq!(&bytes[4..bytes.len() - 16], msg.encode_to_vec().as_slice());
     }
 
     #[test]
