@@ -87,6 +87,8 @@ struct Args {
     latency_seconds: u64,
     /// Instruction counts under callgrind instead of timings.
     profile: bool,
+    /// `--workloads narrow,wide`: run only these (default all).
+    only: Option<Vec<String>>,
 }
 
 impl Args {
@@ -112,7 +114,23 @@ impl Args {
             original_decode_rows: get("--original-decode-rows", 100_000).min(rows),
             latency_seconds: get("--latency-seconds", 5),
             profile: args.iter().any(|a| a == "--profile"),
+            only: args
+                .iter()
+                .position(|a| a == "--workloads")
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.split(',').map(str::to_string).collect()),
         }
+    }
+
+    fn workloads(&self) -> Vec<&'static Workload> {
+        WORKLOADS
+            .iter()
+            .filter(|w| {
+                self.only
+                    .as_ref()
+                    .is_none_or(|o| o.iter().any(|n| n == w.name))
+            })
+            .collect()
     }
 
     /// (table for decode runs, its rows, table for Kinesis runs, its rows). The 1M-row
@@ -143,8 +161,12 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn cpu_seconds() -> f64 {
-    // utime + stime of this process from /proc/self/stat, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
+    process_cpu_seconds("self")
+}
+
+/// utime + stime of a process from /proc/PID/stat, in clock ticks (100 Hz on Linux).
+fn process_cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             let after = s.rsplit_once(')')?.1;
@@ -154,6 +176,18 @@ fn cpu_seconds() -> f64 {
             Some((u + k) / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+/// Share of one core the emulator used while `run` ran: near 1.0, kinesalite (single-threaded
+/// Node.js) is the limit, not the publisher.
+fn emulator_busy<T>(kinesalite: &Kinesalite, run: impl FnOnce() -> T) -> (T, f64) {
+    let pid = kinesalite.pid().map(|p| p.to_string()).unwrap_or_default();
+    let (c0, t0) = (process_cpu_seconds(&pid), Instant::now());
+    let out = run();
+    (
+        out,
+        (process_cpu_seconds(&pid) - c0) / t0.elapsed().as_secs_f64(),
+    )
 }
 
 /// Child mode: one measured run; prints `rows seconds cpu_seconds peak_rss_kib`.
@@ -315,7 +349,7 @@ async fn main() {
     let mut conn = db.root().await;
     // The sequence engine's seq_1_to_N tables resolve in the current database.
     conn.query_drop("USE bench").await.expect("use");
-    for w in WORKLOADS {
+    for w in args.workloads() {
         let (table, rows, ktable, krows) = args.tables(w);
         write_workload(&mut conn, w, &table, rows).await;
         if ktable != table {
@@ -324,7 +358,7 @@ async fn main() {
     }
     let endpoint = kinesalite.endpoint();
     if args.profile {
-        for w in WORKLOADS {
+        for w in args.workloads() {
             let (table, rows, _, _) = args.tables(w);
             profile(db.port, &table, rows);
         }
@@ -343,7 +377,8 @@ async fn main() {
         "load", "run", "rows", "rows/s", "seconds", "cpu s/Mrow", "RSS MiB"
     );
     let mut ratios = Vec::new();
-    for w in WORKLOADS {
+    let mut busy_rows = Vec::new();
+    for w in args.workloads() {
         let (table, _, ktable, _) = args.tables(w);
         let (orig, pubs, agg, bare_put) = (
             format!("orig-{}", w.name),
@@ -380,14 +415,20 @@ async fn main() {
             "original -> kinesalite (put_record/row)",
             &original_put,
         );
-        let ours = measure("kinesis", db.port, &ktable, &endpoint, &pubs);
+        let (ours, busy) = emulator_busy(&kinesalite, || {
+            measure("kinesis", db.port, &ktable, &endpoint, &pubs)
+        });
         row(w.name, "publisher -> kinesalite (4 shards)", &ours);
-        let aggregated = measure("kinesis-agg", db.port, &ktable, &endpoint, &agg);
+        busy_rows.push((w.name, "one record per row", busy));
+        let (aggregated, busy) = emulator_busy(&kinesalite, || {
+            measure("kinesis-agg", db.port, &ktable, &endpoint, &agg)
+        });
         row(
             w.name,
             "publisher -> kinesalite, KPL aggregation",
             &aggregated,
         );
+        busy_rows.push((w.name, "KPL aggregation", busy));
         let null = measure("publisher", db.port, &table, "", "");
         row(w.name, "publisher -> null sink", &null);
         let bare = measure("bare", db.port, &table, "", "");
@@ -452,6 +493,11 @@ async fn main() {
             null.rate() / odec.rate(),
             ">= 10",
         );
+    }
+
+    println!("\nkinesalite's own CPU during the publisher's runs (1.00 = one core, its ceiling)");
+    for (name, what, busy) in &busy_rows {
+        println!("{name:<7} {what:<42} {busy:>9.2}");
     }
 
     println!(
@@ -735,26 +781,26 @@ async fn latency_run(
     cfg.filter.include = vec![format!("bench.{table}").parse().expect("pattern")];
     let reader = Reader::open(cfg, None).await.expect("open");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let endpoint = kinesalite.endpoint();
-    let stream_name = stream.clone();
+    // The sink is ready (client, shard map) before the first write, as in a running
+    // publisher; otherwise the first rows would measure start-up.
+    let client = client_for(&kinesalite.endpoint()).await;
+    let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
+    let mut k = KinesisConfig::new(stream.clone());
+    k.aggregate = aggregate;
+    let ranges = if aggregate {
+        Some(
+            publisher::sink::kinesis::shard_ranges(&client, &stream)
+                .await
+                .expect("shards"),
+        )
+    } else {
+        None
+    };
+    let mut sink = publisher::sink::kinesis::KinesisSink::new(client, k, metrics.clone());
+    if let Some(r) = ranges {
+        sink.set_shards(r);
+    }
     let publisher_task = tokio::spawn(async move {
-        let client = client_for(&endpoint).await;
-        let metrics = std::sync::Arc::new(publisher::metrics::Metrics::new());
-        let mut k = KinesisConfig::new(stream_name.clone());
-        k.aggregate = aggregate;
-        let ranges = if aggregate {
-            Some(
-                publisher::sink::kinesis::shard_ranges(&client, &stream_name)
-                    .await
-                    .expect("shards"),
-            )
-        } else {
-            None
-        };
-        let mut sink = publisher::sink::kinesis::KinesisSink::new(client, k, metrics.clone());
-        if let Some(r) = ranges {
-            sink.set_shards(r);
-        }
         let opts = PipelineOptions {
             metrics,
             ..PipelineOptions::default()
@@ -764,6 +810,8 @@ async fn latency_run(
         })
         .await
     });
+    // Let the pipeline reach its first wait on the binlog.
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Steady writes: every 10 ms, rate/100 rows in one autocommit INSERT.
     let per_tick = (rate / 100).max(1);
