@@ -62,7 +62,8 @@ build_image() {  # name binary entrypoint [cmd...]
   # The image must run with nothing but its own files: try it in a chroot.
   chroot --userspec=65532:65532 "$root" "$ep" --help >/dev/null 2>&1 || die "$name does not start in its own rootfs (chroot $root $ep --help)"
   python3 "$HERE/oci.py" --rootfs "$root" --name "docker.io/binlogstream/$name:$VERSION" \
-    --out "$OUT/$name-$VERSION.oci.tar" --entrypoint "$ep" "${cmd[@]}" --user 65532:65532
+    --out "$OUT/$name-$VERSION.oci.tar" --entrypoint "$ep" "${cmd[@]}" --user 65532:65532 \
+    --env MALLOC_TRIM_THRESHOLD_=131072  # as the Dockerfile: glibc returns freed buffers
   rm -rf "$root" "$bin"
 }
 

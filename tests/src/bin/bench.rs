@@ -282,7 +282,18 @@ impl Measured {
 
 fn measure(mode: &str, port: u16, table: &str, endpoint: &str, stream: &str) -> Measured {
     let exe = std::env::current_exe().expect("exe");
-    let out = Command::new(exe)
+    // BENCH_WRAP="valgrind --tool=massif" (say) runs each measured child under a tool.
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = cmd
         .args(["--child", mode, &port.to_string(), table, endpoint, stream])
         .output()
         .expect("child");
@@ -508,6 +519,10 @@ async fn main() {
         "{:<14} {:<12} {:>10} {:>10} {:>10} {:>10} {:>14}",
         "rate (rows/s)", "records", "p50 ms", "p99 ms", "max ms", "rows", "Kinesis recs"
     );
+    // A fresh emulator: the one above holds every record of the throughput runs, and its
+    // garbage collection pauses over that heap would show up as latency.
+    drop(kinesalite);
+    let kinesalite = Kinesalite::start().await;
     for rate in [1_000u64, 10_000] {
         for aggregate in [false, true] {
             let r = latency_run(&db, &kinesalite, rate, aggregate, args.latency_seconds).await;
