@@ -352,10 +352,7 @@ async fn main() {
     let args = Args::parse();
 
     // FULL metadata so the original's decoder (python-mysql-replication 1.x) names columns.
-    let (db, kinesalite) = tokio::join!(
-        MariaDb::start_with(Metadata::Full, &["--binlog-annotate-row-events=OFF"]),
-        Kinesalite::start()
-    );
+    let db = MariaDb::start_with(Metadata::Full, &["--binlog-annotate-row-events=OFF"]).await;
     db.exec("CREATE DATABASE bench").await;
     let mut conn = db.root().await;
     // The sequence engine's seq_1_to_N tables resolve in the current database.
@@ -367,7 +364,6 @@ async fn main() {
             write_workload(&mut conn, w, &ktable, krows).await;
         }
     }
-    let endpoint = kinesalite.endpoint();
     if args.profile {
         for w in args.workloads() {
             let (table, rows, _, _) = args.tables(w);
@@ -397,11 +393,8 @@ async fn main() {
             format!("agg-{}", w.name),
             format!("bare-{}", w.name),
         );
-        kinesalite.create_stream(&orig, 1).await;
-        for s in [&pubs, &agg, &bare_put] {
-            kinesalite.create_stream(s, 4).await;
-        }
-
+        // Every Kinesis run gets an empty emulator of its own: kinesalite keeps every
+        // record in its heap and slows down as it fills, which would favour earlier runs.
         let original_decode = original(
             &db,
             None,
@@ -414,26 +407,33 @@ async fn main() {
             "original, decode + json.dumps only",
             &original_decode,
         );
+        let emulator = fresh_stream(&orig, 1).await;
         let original_put = original(
             &db,
-            Some(&endpoint),
+            Some(&emulator.endpoint()),
             &orig,
             &ktable,
             args.original_rows.min(args.tables(w).3),
         );
+        drop(emulator);
         row(
             w.name,
             "original -> kinesalite (put_record/row)",
             &original_put,
         );
-        let (ours, busy) = emulator_busy(&kinesalite, || {
-            measure("kinesis", db.port, &ktable, &endpoint, &pubs)
+        let emulator = fresh_stream(&pubs, 4).await;
+        let (ours, busy) = emulator_busy(&emulator, || {
+            measure("kinesis", db.port, &ktable, &emulator.endpoint(), &pubs)
         });
+        let sample = first_record(&emulator.endpoint(), &pubs).await;
+        drop(emulator);
         row(w.name, "publisher -> kinesalite (4 shards)", &ours);
         busy_rows.push((w.name, "one record per row", busy));
-        let (aggregated, busy) = emulator_busy(&kinesalite, || {
-            measure("kinesis-agg", db.port, &ktable, &endpoint, &agg)
+        let emulator = fresh_stream(&agg, 4).await;
+        let (aggregated, busy) = emulator_busy(&emulator, || {
+            measure("kinesis-agg", db.port, &ktable, &emulator.endpoint(), &agg)
         });
+        drop(emulator);
         row(
             w.name,
             "publisher -> kinesalite, KPL aggregation",
@@ -444,8 +444,10 @@ async fn main() {
         row(w.name, "publisher -> null sink", &null);
         let bare = measure("bare", db.port, &table, "", "");
         row(w.name, "bare mysql_async read + decode", &bare);
-        let sample = first_record(&endpoint, &pubs).await;
-        let put = bare_put_records(&endpoint, &bare_put, &sample, ours.rows as usize).await;
+        let emulator = fresh_stream(&bare_put, 4).await;
+        let put =
+            bare_put_records(&emulator.endpoint(), &bare_put, &sample, ours.rows as usize).await;
+        drop(emulator);
         row(
             w.name,
             &format!("bare PutRecords loop ({} B records)", sample.len()),
@@ -519,9 +521,8 @@ async fn main() {
         "{:<14} {:<12} {:>10} {:>10} {:>10} {:>10} {:>14}",
         "rate (rows/s)", "records", "p50 ms", "p99 ms", "max ms", "rows", "Kinesis recs"
     );
-    // A fresh emulator: the one above holds every record of the throughput runs, and its
-    // garbage collection pauses over that heap would show up as latency.
-    drop(kinesalite);
+    // An empty emulator, as for every run above (its GC pauses over a full heap would show
+    // up as latency).
     let kinesalite = Kinesalite::start().await;
     for rate in [1_000u64, 10_000] {
         for aggregate in [false, true] {
@@ -616,6 +617,12 @@ fn original(
 
 /// The publisher's first record on `stream`: the bare PutRecords loop sends records of the
 /// same size, so the comparison is with what kinesalite accepts for this workload.
+async fn fresh_stream(name: &str, shards: i32) -> Kinesalite {
+    let k = Kinesalite::start().await;
+    k.create_stream(name, shards).await;
+    k
+}
+
 async fn first_record(endpoint: &str, stream: &str) -> Vec<u8> {
     use aws_sdk_kinesis::types::ShardIteratorType;
     let client = client_for(endpoint).await;
