@@ -183,22 +183,59 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
     Some(out)
 }
 
-/// Why a PREVIOUS_GTIDS body cannot hold the server-UUID count it claims (each entry takes at
-/// least 24 bytes: a UUID and an interval count), read as mysql_common reads it.
+/// Why a PREVIOUS_GTIDS body cannot hold the counts it claims, read as mysql_common reads
+/// it: mysql_common reserves room for each count (server UUIDs, then intervals per UUID)
+/// before reading the entries, so a damaged count would abort the process on allocation.
+/// Shortfalls that mysql_common reports as errors by itself are left to it.
 fn implausible_previous_gtids(data: &[u8]) -> Option<String> {
-    let header = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
-    let n_sids = if header >> 56 != 0 {
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    };
+    let header = u64_at(0)?;
+    let tagged = header >> 56 != 0;
+    let n_sids = if tagged {
         (header >> 8) & ((1u64 << 48) - 1)
     } else {
         header & ((1u64 << 56) - 1)
     };
+    // Each entry takes at least 24 bytes: a UUID and an interval count.
     let room = (data.len() as u64 - 8) / 24;
-    (n_sids > room).then(|| {
-        format!(
+    if n_sids > room {
+        return Some(format!(
             "it claims {n_sids} server UUIDs but its {} bytes hold at most {room}",
             data.len()
-        )
-    })
+        ));
+    }
+    let mut at = 8usize;
+    for _ in 0..n_sids {
+        at = at.checked_add(16)?;
+        if tagged {
+            // MySQL's variable-length integer: the first byte's trailing ones give the length.
+            let first = *data.get(at)?;
+            let (len, tag_len) = match first.trailing_ones() as usize {
+                8 => (9, u64_at(at + 1)?),
+                ones => {
+                    let n = ones + 1;
+                    let mut raw = [0u8; 8];
+                    raw[..n].copy_from_slice(data.get(at..at + n)?);
+                    (n, u64::from_le_bytes(raw) >> n)
+                }
+            };
+            at = at
+                .checked_add(len)?
+                .checked_add(usize::try_from(tag_len).ok()?)?;
+        }
+        let n_intervals = u64_at(at)?;
+        at += 8;
+        let room = (data.len().saturating_sub(at) / 16) as u64;
+        if n_intervals > room {
+            return Some(format!(
+                "it claims {n_intervals} GTID intervals for one server but has room for {room}"
+            ));
+        }
+        at += n_intervals as usize * 16;
+    }
+    None
 }
 
 /// Server versions whose binlogs number events differently (TABLE_MAP = 16, rows = 17..19,
@@ -1212,6 +1249,20 @@ mod event_guard_tests {
         // Tagged format (MySQL 8.4): format byte on top, count in bits 8..56.
         let tagged = ((1u64 << 56) | (5u64 << 8)).to_le_bytes().to_vec();
         assert!(implausible_previous_gtids(&tagged).is_some());
+        // One server, untagged, claiming 2^36 intervals in 16 bytes.
+        let mut intervals = 1u64.to_le_bytes().to_vec();
+        intervals.extend([7u8; 16]);
+        intervals.extend((1u64 << 36).to_le_bytes());
+        intervals.extend([0u8; 16]);
+        let why = implausible_previous_gtids(&intervals).expect("refused");
+        assert!(why.contains("68719476736 GTID intervals"), "{why}");
+        // One server, tagged "ab" (varlen 2 in one byte: 2 << 1), one interval: fine.
+        let mut ok = ((1u64 << 56) | (1u64 << 8)).to_le_bytes().to_vec();
+        ok.extend([7u8; 16]);
+        ok.extend([2 << 1, b'a', b'b']);
+        ok.extend(1u64.to_le_bytes());
+        ok.extend([0u8; 16]);
+        assert_eq!(implausible_previous_gtids(&ok), None);
     }
 
     #[test]

@@ -551,9 +551,14 @@ async fn main() {
 fn profile(port: u16, table: &str, rows: u64) {
     let exe = std::env::current_exe().expect("exe");
     let dir = tempfile::tempdir().expect("tempdir");
+    // BENCH_PROFILE_DIR keeps the callgrind files (for callgrind_annotate --tree=caller).
+    let keep = std::env::var_os("BENCH_PROFILE_DIR").map(std::path::PathBuf::from);
     let mut per_row = Vec::new();
     for mode in ["publisher", "bare"] {
-        let out_file = dir.path().join(format!("{mode}.callgrind"));
+        let out_file = keep
+            .as_deref()
+            .unwrap_or(dir.path())
+            .join(format!("{table}-{mode}.callgrind"));
         let out = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}", out_file.display()))
