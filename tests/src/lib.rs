@@ -9,6 +9,18 @@ pub mod node_agg;
 pub mod python;
 
 /// Workspace root, for scripts and built binaries.
+/// The recorded MySQL binlogs (read in place, never copied), or `None` after saying the test
+/// is skipped and naming the folder, where it is absent.
+pub fn mysql_fixtures() -> Option<std::path::PathBuf> {
+    let dir = workspace_root().join("../shared/fixtures/mysql-binlogs");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("skipped: fixture folder {} is absent", dir.display());
+        None
+    }
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

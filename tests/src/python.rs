@@ -156,19 +156,29 @@ for line in sys.stdin:
 /// Runs the PyPI `aws-kinesis-agg` de-aggregator (what Lambda consumers use) over records
 /// read from a stream; returns its user records as (shard, partition key, data).
 pub fn deaggregate(records: &[crate::kinesis::StreamRecord]) -> Vec<(String, String, Vec<u8>)> {
+    crate::ensure_deps();
+    let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
+    let mut cmd = Command::new(&python);
+    cmd.arg("-c").arg(DEAGGREGATE);
+    run_deaggregator(cmd, "PyPI aws-kinesis-agg", records)
+}
+
+/// Feeds records to a de-aggregator script as JSON lines `{shard, key, seq, data (base64)}`
+/// and reads back its user records as JSON lines `{shard, key, data (base64)}`.
+pub fn run_deaggregator(
+    mut cmd: Command,
+    name: &str,
+    records: &[crate::kinesis::StreamRecord],
+) -> Vec<(String, String, Vec<u8>)> {
     use base64::Engine;
     use std::io::Write;
-    crate::ensure_deps();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
-    let mut child = Command::new(&python)
-        .arg("-c")
-        .arg(DEAGGREGATE)
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python");
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
     let mut input = String::new();
     for r in records {
         input.push_str(
@@ -182,7 +192,7 @@ pub fn deaggregate(records: &[crate::kinesis::StreamRecord]) -> Vec<(String, Str
     let out = child.wait_with_output().expect("deaggregator");
     assert!(
         out.status.success(),
-        "aws-kinesis-agg failed: {}",
+        "{name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     writer.join().expect("writer").expect("write");

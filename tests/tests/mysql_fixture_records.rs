@@ -5,7 +5,7 @@
 //! where it can read the file. Truncated and corrupt files are covered in mysql_fixtures.rs;
 //! json.binlog.000001 (partial JSON) is covered there too.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use publisher::{
     decode::EncodeOptions,
@@ -14,19 +14,9 @@ use publisher::{
 };
 use serde_json::{json, Value};
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = binlogstream_tests::workspace_root().join("../shared/fixtures/mysql-binlogs");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: fixture folder {} is absent", dir.display());
-        None
-    }
-}
-
 /// The records of one fixture as the exact lines we publish; None when the folder is absent.
 async fn try_lines(name: &str) -> Option<Result<Vec<String>, String>> {
-    let path = fixtures()?.join(name);
+    let path = binlogstream_tests::mysql_fixtures()?.join(name);
     let mut lines = Vec::new();
     let result = decode_file(
         &path,

@@ -11,16 +11,6 @@ use publisher::{
     source::{offline::decode_file, Item},
 };
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = binlogstream_tests::workspace_root().join("../shared/fixtures/mysql-binlogs");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: fixture folder {} is absent", dir.display());
-        None
-    }
-}
-
 fn files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("fixtures")
@@ -94,7 +84,9 @@ fn theirs(path: &std::path::Path) -> Option<Counts> {
 #[tokio::test]
 async fn every_fixture_decodes_or_fails_clearly_and_counts_match_an_independent_decoder() {
     binlogstream_tests::ensure_deps();
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = binlogstream_tests::mysql_fixtures() else {
+        return;
+    };
     let mut compared = 0;
     let mut total_rows = 0;
     for path in files(&dir) {
@@ -156,7 +148,7 @@ async fn every_fixture_decodes_or_fails_clearly_and_counts_match_an_independent_
 }
 
 async fn rows_of(name: &str) -> Option<Vec<serde_json::Value>> {
-    let dir = fixtures()?;
+    let dir = binlogstream_tests::mysql_fixtures()?;
     Some(
         ours(&dir.join(name))
             .await

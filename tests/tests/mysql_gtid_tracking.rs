@@ -9,7 +9,7 @@
 //! their content and stops at the tagged GTID event (type 42). The tagged file's values were
 //! decoded by hand from its bytes (see `tagged_gtid_file`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use publisher::{
     decode::EncodeOptions,
@@ -17,16 +17,6 @@ use publisher::{
     mysql_gtid::MysqlGtidSet,
     source::{offline::decode_file_to_end, Item},
 };
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = binlogstream_tests::workspace_root().join("../shared/fixtures/mysql-binlogs");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: fixture folder {} is absent", dir.display());
-        None
-    }
-}
 
 /// The executed set in each Commit checkpoint, in order, and the final resume point's set.
 async fn ours(path: &Path) -> (Vec<Option<String>>, Option<String>) {
@@ -105,7 +95,9 @@ fn raw(path: &Path) -> Raw {
 
 #[tokio::test]
 async fn untagged_gtids_are_added_on_each_commit() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = binlogstream_tests::mysql_fixtures() else {
+        return;
+    };
     let path = dir.join("binlog_transaction_with_GTID.000001");
     let u = "006c2cf2-b1ea-11e4-9057-8c705a3d3e78";
 
@@ -135,7 +127,9 @@ async fn untagged_gtids_are_added_on_each_commit() {
 
 #[tokio::test]
 async fn tagged_gtid_file() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = binlogstream_tests::mysql_fixtures() else {
+        return;
+    };
     let path = dir.join("binlog_transaction_with_GTID_TAG.000001");
     // MySQL 8.4, decoded by hand from the bytes:
     // - PREVIOUS_GTIDS at 127, tagged format (n = 0x01..0201: 2 sids): 55778904-...-feb with
@@ -157,7 +151,9 @@ async fn tagged_gtid_file() {
 
 #[tokio::test]
 async fn previous_gtids_alone_are_the_executed_set() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = binlogstream_tests::mysql_fixtures() else {
+        return;
+    };
     let path = dir.join("binlog_transaction_previous_GTID_no_tag.000001");
     let r = raw(&path);
     assert!(r.gtids.is_empty() && r.anonymous == 0, "no transactions");
@@ -173,7 +169,9 @@ async fn previous_gtids_alone_are_the_executed_set() {
 
 #[tokio::test]
 async fn anonymous_gtids_never_enter_the_set() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = binlogstream_tests::mysql_fixtures() else {
+        return;
+    };
     for (name, anonymous) in [
         ("binlog_transaction_with_anonymous_GTID.000001", 2),
         ("bug27213339-bin.000001", 46),
