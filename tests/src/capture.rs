@@ -56,7 +56,11 @@ impl MemorySink {
 pub fn config(db: &MariaDb, start: StartFrom) -> SourceConfig {
     SourceConfig {
         addr: SourceAddr::new(&db.repl_url(), Some(&db.repl_password)).expect("addr"),
-        server_id: 1000 + u32::from(db.port % 1000),
+        server_id: {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            1000 + u32::from(db.port % 1000) * 100
+                + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100
+        },
         start,
         filter: TableFilter::default(),
         encode: EncodeOptions::default(),

@@ -137,76 +137,108 @@ impl MariaDb {
                 tls_args.push("--require-secure-transport=ON".into());
             }
         }
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("bls-mariadb-")
             .tempdir()
             .expect("tempdir");
         let data = dir.path().join("data");
         copy_dir(&template(), &data);
-        let port = free_port();
         let meta = match metadata {
             Metadata::NoLog => "NO_LOG",
             Metadata::Minimal => "MINIMAL",
             Metadata::Full => "FULL",
         };
-        let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log");
-        let child = Command::new(find_bin("mariadbd"))
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-            ])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", dir.path().join("sock").display()))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-bin={}", data.join("binlog").display()))
-            .args([
-                "--binlog-format=ROW",
-                "--server-id=1",
-                "--character-set-server=utf8mb4",
-            ])
-            .arg(format!("--binlog-row-metadata={meta}"))
-            .args([
-                "--innodb-buffer-pool-size=64M",
-                "--innodb-log-file-size=48M",
-                "--max-allowed-packet=64M",
-            ])
-            .args(&tls_args)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mariadbd");
-        let db = MariaDb {
-            child: Some(child),
-            dir,
-            port,
-            root_tls: tls.is_some(),
-            repl_password: "repl-pw".into(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut conn) = Conn::new(db.root_opts()).await {
-                conn.query_drop(
-                    "DROP USER IF EXISTS ''@'localhost'; \
-                     CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl-pw'; \
-                     GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'repl'@'%'; \
-                     FLUSH PRIVILEGES",
-                )
-                .await
-                .expect("create repl user");
-                let _ = conn.disconnect().await;
-                break;
+        let socket = dir.path().join("sock");
+        // A free port found by binding port 0 can be taken by a parallel test's server before
+        // ours binds it; our server then exits and the other one answers. So each attempt
+        // checks that the server answering is ours (its socket path) and retries on a new
+        // port when ours died.
+        let mut attempt = 0;
+        let db = loop {
+            attempt += 1;
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log");
+            let child = Command::new(find_bin("mariadbd"))
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--bind-address=127.0.0.1",
+                    "--skip-name-resolve",
+                ])
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .arg(format!("--socket={}", socket.display()))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .arg(format!("--log-bin={}", data.join("binlog").display()))
+                .args([
+                    "--binlog-format=ROW",
+                    "--server-id=1",
+                    "--character-set-server=utf8mb4",
+                ])
+                .arg(format!("--binlog-row-metadata={meta}"))
+                .args([
+                    "--innodb-buffer-pool-size=64M",
+                    "--innodb-log-file-size=48M",
+                    "--max-allowed-packet=64M",
+                ])
+                .args(&tls_args)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn mariadbd");
+            let mut db = MariaDb {
+                child: Some(child),
+                dir,
+                port,
+                root_tls: tls.is_some(),
+                repl_password: "repl-pw".into(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let ours = loop {
+                let exited = db
+                    .child
+                    .as_mut()
+                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                    .unwrap_or(true);
+                if exited {
+                    break false;
+                }
+                if let Ok(mut conn) = Conn::new(db.root_opts()).await {
+                    let theirs: Option<String> =
+                        conn.query_first("SELECT @@socket").await.ok().flatten();
+                    let _ = conn.disconnect().await;
+                    if theirs.as_deref() == Some(&*socket.to_string_lossy()) {
+                        break true;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "mariadbd did not start: {}",
+                    db.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if ours {
+                break db;
             }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd did not start: {}",
-                db.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            assert!(attempt < 5, "mariadbd did not start: {}", db.log());
+            // Keep the datadir for the next attempt; the dead server needs no stopping.
+            db.child = None;
+            dir = std::mem::replace(&mut db.dir, tempfile::tempdir().expect("tempdir"));
+        };
+        let mut conn = Conn::new(db.root_opts())
+            .await
+            .expect("connect to our server");
+        conn.query_drop(
+            "DROP USER IF EXISTS ''@'localhost'; \
+             CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl-pw'; \
+             GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'repl'@'%'; \
+             FLUSH PRIVILEGES",
+        )
+        .await
+        .expect("create repl user");
+        let _ = conn.disconnect().await;
         db
     }
 

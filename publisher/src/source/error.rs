@@ -72,6 +72,8 @@ pub enum SourceError {
         file: String,
         pos: u64,
     },
+    #[error("{message}; resuming from the last transaction boundary")]
+    DumpEnded { message: String },
     #[error("{what} at {file}:{pos} cannot be decoded: {reason}")]
     Unsupported {
         what: String,
@@ -85,7 +87,7 @@ impl SourceError {
     /// True when reconnecting and resuming from the last transaction boundary may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Unreachable { .. } => true,
+            SourceError::Unreachable { .. } | SourceError::DumpEnded { .. } => true,
             SourceError::Connection(e) => match e {
                 mysql_async::Error::Io(_) => true,
                 // server shutdown, lost connection, too many connections, killed query

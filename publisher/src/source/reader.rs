@@ -145,6 +145,13 @@ pub struct Reader {
     gtid_auto_position: bool,
     /// Rows of the current transaction still to skip (already delivered before a resume).
     skip_rows: u64,
+    /// With `stop_at_end`: the binlog's end when the dump started, so a stream that ends
+    /// before it (the server dropped the dump) is a lost connection, not the end.
+    end_at_dump: Option<(String, u64)>,
+    /// Where the last event read ended (file, offset).
+    read_to: (Arc<str>, u64),
+    /// Consecutive dumps that ended early without progress.
+    early_ends: u32,
     /// After a mid-transaction resume: the rows to skip once the first transaction is known
     /// to be the checkpoint's (checked in `begin_tx`).
     pending_skip: Option<PendingSkip>,
@@ -422,6 +429,9 @@ impl Reader {
             seen_fde: false,
             tx: None,
             skip_rows: 0,
+            end_at_dump: None,
+            read_to: (Arc::from(""), 0),
+            early_ends: 0,
             pending_skip,
             plans: HashMap::new(),
             infos: HashMap::new(),
@@ -479,6 +489,9 @@ impl Reader {
             file_from_start: true,
             gtid_auto_position: false,
             skip_rows: 0,
+            end_at_dump: None,
+            read_to: (Arc::from(""), 0),
+            early_ends: 0,
             pending_skip: None,
             plans: HashMap::new(),
             infos: HashMap::new(),
@@ -539,6 +552,24 @@ impl Reader {
         let mut request = dump_request(self.cfg.server_id, file, pos, mysql_gtids);
         if self.cfg.stop_at_end {
             request = request.with_non_blocking();
+            // Only for dumps by file and offset: a GTID dump starts wherever the server finds
+            // the GTID, so how far it got cannot be compared with the end.
+            self.end_at_dump = None;
+            let by_position = gtid.is_none() && mysql_gtids.is_none() && !file.is_empty();
+            if by_position && (self.read_to.0.as_ref(), self.read_to.1) < (file, pos) {
+                self.read_to = (Arc::from(file), pos);
+            }
+            if let Some(meta) = self.meta.as_mut().filter(|_| by_position) {
+                let user = self.cfg.addr.user();
+                let (f, p, _) = preflight::binlog_end(
+                    meta,
+                    &user,
+                    &self.server.version,
+                    self.server.is_mariadb,
+                )
+                .await?;
+                self.end_at_dump = Some((f, p));
+            }
         }
         let stream = conn
             .get_binlog_stream(request)
@@ -640,9 +671,44 @@ impl Reader {
                     "malformed event from the source (the parser failed)",
                 ))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.stream = None;
+                self.stream_ended()
+            }
             Ok(Some(Ok(ev))) => Ok(Some(ev)),
             Ok(Some(Err(e))) => Err(self.map_dump_error(e)),
+        }
+    }
+
+    /// The server closed the dump cleanly. Only a `stop_at_end` dump that reached the end
+    /// known when it started is finished; anything else is a dropped dump to resume (a
+    /// server can end a dump early, e.g. when another connection registers the same server
+    /// id), and a dump that keeps ending early without progress is an error.
+    fn stream_ended(&mut self) -> Result<Option<Event>, SourceError> {
+        let reached = |end: &(String, u64), at: &(Arc<str>, u64)| {
+            (at.0.as_ref(), at.1) >= (end.0.as_str(), end.1)
+        };
+        match (&self.end_at_dump, self.cfg.stop_at_end) {
+            (Some(end), true) if !reached(end, &self.read_to) => {
+                self.early_ends += 1;
+                let message = format!(
+                    "the source ended the binlog dump at {}:{}, before the end {}:{} it reported when the dump started",
+                    self.read_to.0, self.read_to.1, end.0, end.1
+                );
+                if self.early_ends > 5 {
+                    return Err(SourceError::Unsupported {
+                        what: "binlog dump".into(),
+                        file: self.read_to.0.to_string(),
+                        pos: self.read_to.1,
+                        reason: format!("{message}, {} times in a row", self.early_ends),
+                    });
+                }
+                Err(SourceError::DumpEnded { message })
+            }
+            (_, true) => Ok(None),
+            (_, false) => Err(SourceError::DumpEnded {
+                message: "the source ended the binlog dump of a live stream".into(),
+            }),
         }
     }
 
@@ -842,6 +908,10 @@ impl Reader {
                 (end.saturating_sub(u64::from(h.event_size())), end)
             }
         };
+        if end > 0 && (self.file.as_ref(), end) > (self.read_to.0.as_ref(), self.read_to.1) {
+            self.read_to = (self.file.clone(), end);
+            self.early_ends = 0;
+        }
         let ts = h.timestamp();
         match ty {
             t::ROTATE => {
