@@ -40,6 +40,9 @@ pub struct Metrics {
     pub batches: Counter,
     pub retries: Family<Reason, Counter>,
     pub oversize: Family<Action, Counter>,
+    /// Partial JSON updates that could not be rebuilt into a full document (the stream stops
+    /// on the first; the counter says why to dashboards and alerts).
+    pub partial_json_unapplied: Counter,
     pub in_flight_records: Gauge,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
@@ -76,6 +79,7 @@ impl Metrics {
             batches: Counter::default(),
             retries: Family::default(),
             oversize: Family::default(),
+            partial_json_unapplied: Counter::default(),
             in_flight_records: Gauge::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
@@ -113,6 +117,11 @@ impl Metrics {
             "oversize_records",
             "Records over the sink's size limit, by action",
             m.oversize.clone(),
+        );
+        r.register(
+            "partial_json_unapplied",
+            "Partial JSON updates (binlog_row_value_options=PARTIAL_JSON) whose full document could not be rebuilt; the stream stops at the first",
+            m.partial_json_unapplied.clone(),
         );
         r.register(
             "in_flight_records",
@@ -248,4 +257,21 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn unapplied_partial_json_updates_are_exported() {
+        let m = Metrics::new();
+        assert!(m
+            .render()
+            .contains("binlogstream_partial_json_unapplied_total 0"));
+        m.partial_json_unapplied.inc();
+        assert!(m
+            .render()
+            .contains("binlogstream_partial_json_unapplied_total 1"));
+    }
 }

@@ -167,7 +167,14 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                     Err(e) => break Err(e.into()),
                 }
             }
-            Err(e) => break Err(e.into()),
+            Err(e) => {
+                if let SourceError::Decode(d) = &e {
+                    if d.reason.contains("partial JSON update") {
+                        metrics.partial_json_unapplied.inc();
+                    }
+                }
+                break Err(e.into());
+            }
         }
         let mut failed = None;
         for item in items.drain(..) {
