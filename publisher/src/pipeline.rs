@@ -168,10 +168,8 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 }
             }
             Err(e) => {
-                if let SourceError::Decode(d) = &e {
-                    if d.reason.contains("partial JSON update") {
-                        metrics.partial_json_unapplied.inc();
-                    }
+                if matches!(&e, SourceError::Decode(d) if d.is_unapplied_partial_json()) {
+                    metrics.partial_json_unapplied.inc();
                 }
                 break Err(e.into());
             }

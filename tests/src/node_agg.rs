@@ -31,5 +31,5 @@ pub fn deaggregate(records: &[crate::kinesis::StreamRecord]) -> Vec<(String, Str
     ));
     let mut cmd = Command::new("node");
     cmd.arg("-e").arg(DEAGGREGATE).env("NODE_PATH", &modules);
-    crate::python::run_deaggregator(cmd, "npm aws-kinesis-agg", records)
+    crate::kinesis::run_deaggregator(cmd, "npm aws-kinesis-agg", records)
 }

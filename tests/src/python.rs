@@ -160,53 +160,5 @@ pub fn deaggregate(records: &[crate::kinesis::StreamRecord]) -> Vec<(String, Str
     let python = crate::cache_dir().join(format!("pyrepl-{PYREPL_VERSION}/bin/python"));
     let mut cmd = Command::new(&python);
     cmd.arg("-c").arg(DEAGGREGATE);
-    run_deaggregator(cmd, "PyPI aws-kinesis-agg", records)
-}
-
-/// Feeds records to a de-aggregator script as JSON lines `{shard, key, seq, data (base64)}`
-/// and reads back its user records as JSON lines `{shard, key, data (base64)}`.
-pub fn run_deaggregator(
-    mut cmd: Command,
-    name: &str,
-    records: &[crate::kinesis::StreamRecord],
-) -> Vec<(String, String, Vec<u8>)> {
-    use base64::Engine;
-    use std::io::Write;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    let mut input = String::new();
-    for r in records {
-        input.push_str(
-            &serde_json::json!({"shard": r.shard, "key": r.partition_key, "seq": r.sequence, "data": b64.encode(&r.data)})
-                .to_string(),
-        );
-        input.push('\n');
-    }
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("deaggregator");
-    assert!(
-        out.status.success(),
-        "{name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    writer.join().expect("writer").expect("write");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["shard"].as_str().expect("shard").to_string(),
-                v["key"].as_str().expect("key").to_string(),
-                b64.decode(v["data"].as_str().expect("data"))
-                    .expect("base64"),
-            )
-        })
-        .collect()
+    crate::kinesis::run_deaggregator(cmd, "PyPI aws-kinesis-agg", records)
 }

@@ -84,6 +84,16 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// How every reason about a partial JSON update that was not applied begins.
+const PARTIAL_JSON: &str = "partial JSON update (binlog_row_value_options=PARTIAL_JSON)";
+
+impl DecodeError {
+    /// A partial JSON update whose full document could not be rebuilt.
+    pub fn is_unapplied_partial_json(&self) -> bool {
+        self.reason.starts_with(PARTIAL_JSON)
+    }
+}
+
 struct ImageError {
     column: String,
     reason: String,
@@ -115,7 +125,7 @@ enum JsonDocs<'a> {
 
 /// The full document of a partially updated JSON column, or why it cannot be had exactly.
 fn apply_diffs(before: BeforeDoc, diffs: &[JsonDiff<'_>]) -> Result<serde_json::Value, String> {
-    const WHAT: &str = "partial JSON update (binlog_row_value_options=PARTIAL_JSON)";
+    const WHAT: &str = PARTIAL_JSON;
     let mut doc = match before {
         BeforeDoc::Doc(d) => d,
         BeforeDoc::Absent => {

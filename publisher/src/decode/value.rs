@@ -134,7 +134,10 @@ pub fn write_value(
         }
         BinlogValue::JsonDiff(_) => {
             // The row decoder applies diffs to the before image; one reaching here had none.
-            return Err("partial JSON update (binlog_row_value_options=PARTIAL_JSON) outside an update's after image".into());
+            return Err(format!(
+                "{} outside an update's after image",
+                super::PARTIAL_JSON
+            ));
         }
     };
     match &col.kind {

@@ -70,6 +70,16 @@ impl SourceAddr {
     }
 
     pub fn classify(&self, e: mysql_async::Error) -> SourceError {
+        let tls = match &e {
+            mysql_async::Error::Io(io) => tls_failure(io, &self.tls_name()),
+            _ => None,
+        };
+        if let Some(reason) = tls {
+            return SourceError::Tls {
+                addr: self.display(),
+                reason,
+            };
+        }
         match &e {
             mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1698 => {
                 SourceError::AccessDenied {
@@ -100,12 +110,6 @@ impl SourceAddr {
                 fix: "the source accepts only encrypted connections: set --source-tls \
                           verify-identity (with --source-tls-ca) or required",
             },
-            mysql_async::Error::Io(io) if tls_failure(io, &self.tls_name()).is_some() => {
-                SourceError::Tls {
-                    addr: self.display(),
-                    reason: tls_failure(io, &self.tls_name()).unwrap_or_default(),
-                }
-            }
             mysql_async::Error::Io(_) => SourceError::Unreachable {
                 addr: self.display(),
                 source: e,

@@ -908,7 +908,11 @@ impl Reader {
                 (end.saturating_sub(u64::from(h.event_size())), end)
             }
         };
-        if end > 0 && (self.file.as_ref(), end) > (self.read_to.0.as_ref(), self.read_to.1) {
+        // Progress only matters for a stop-at-end dump by position (see `stream_ended`).
+        if self.end_at_dump.is_some()
+            && end > 0
+            && (self.file.as_ref(), end) > (self.read_to.0.as_ref(), self.read_to.1)
+        {
             self.read_to = (self.file.clone(), end);
             self.early_ends = 0;
         }
@@ -1006,7 +1010,7 @@ impl Reader {
                                     "interval [{}, {}) of server {} is empty or starts at 0",
                                     iv.start(),
                                     iv.end(),
-                                    crate::mysql_gtid::uuid_text(&sid.uuid())
+                                    uuid_text(&sid.uuid())
                                 ),
                             ));
                         }

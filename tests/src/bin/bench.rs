@@ -386,7 +386,7 @@ async fn main() {
     let mut ratios = Vec::new();
     let mut busy_rows = Vec::new();
     for w in args.workloads() {
-        let (table, _, ktable, _) = args.tables(w);
+        let (table, rows, ktable, krows) = args.tables(w);
         let (orig, pubs, agg, bare_put) = (
             format!("orig-{}", w.name),
             format!("pub-{}", w.name),
@@ -395,13 +395,7 @@ async fn main() {
         );
         // Every Kinesis run gets an empty emulator of its own: kinesalite keeps every
         // record in its heap and slows down as it fills, which would favour earlier runs.
-        let original_decode = original(
-            &db,
-            None,
-            "-",
-            &table,
-            args.original_decode_rows.min(args.tables(w).1),
-        );
+        let original_decode = original(&db, None, "-", &table, args.original_decode_rows.min(rows));
         row(
             w.name,
             "original, decode + json.dumps only",
@@ -413,7 +407,7 @@ async fn main() {
             Some(&emulator.endpoint()),
             &orig,
             &ktable,
-            args.original_rows.min(args.tables(w).3),
+            args.original_rows.min(krows),
         );
         drop(emulator);
         row(
@@ -453,15 +447,10 @@ async fn main() {
             &format!("bare PutRecords loop ({} B records)", sample.len()),
             &put,
         );
-        for (m, n) in [(&ours, args.tables(w).3), (&aggregated, args.tables(w).3)] {
+        for (m, n) in [(&ours, krows), (&aggregated, krows)] {
             assert_eq!(m.rows, n, "{}: the publisher delivered every row", w.name);
         }
-        assert_eq!(
-            null.rows,
-            args.tables(w).1,
-            "{}: null sink saw every row",
-            w.name
-        );
+        assert_eq!(null.rows, rows, "{}: null sink saw every row", w.name);
         assert_eq!(bare.rows, null.rows, "{}: bare loop saw every row", w.name);
         ratios.push((
             w.name,
