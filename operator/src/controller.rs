@@ -26,7 +26,7 @@ use kube::{
     Client, Resource, ResourceExt,
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::{
     crd::{BinlogStream, OPERATOR_MANAGER, OPERATOR_STATUS_MANAGER},
@@ -426,7 +426,11 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             match r {
-                Ok((obj, _)) => info!(name = %obj.name, namespace = ?obj.namespace, "reconciled"),
+                Ok((obj, _)) => debug!(
+                    name = %obj.name,
+                    namespace = obj.namespace.as_deref().unwrap_or(""),
+                    "reconciled"
+                ),
                 Err(e) => warn!(error = %e, "reconcile error"),
             }
         })
