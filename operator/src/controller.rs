@@ -164,7 +164,8 @@ async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(),
     Ok(Ok(()))
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+/// Applies one child; returns the object as the API server stored it.
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + serde::Serialize
@@ -184,8 +185,83 @@ where
         &Patch::Apply(value),
     )
     .await
-    .map_err(Error::Kube)?;
-    Ok(())
+    .map_err(Error::Kube)
+}
+
+/// An apply the API server refused for what it is (invalid, forbidden by RBAC or admission,
+/// over a quota): retrying the same object cannot help, so the user must see it. Other
+/// errors (5xx, timeouts) are retried with backoff.
+fn refused(e: &Error) -> Option<String> {
+    match e {
+        Error::Kube(kube::Error::Api(resp))
+            if (400..500).contains(&resp.code) && resp.code != 429 =>
+        {
+            Some(resp.message.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Applies the children in order; `Ok(Err(message))` when the API server refused one.
+async fn apply_children(
+    client: &Client,
+    ns: &str,
+    bls: &BinlogStream,
+    cfg: &BuildConfig,
+) -> Result<Result<Deployment, String>, Error> {
+    let sa = build::service_account(bls);
+    let role = build::role(bls);
+    let binding = build::role_binding(bls);
+    let deployment = build::deployment(bls, cfg);
+    let what = |kind: &str, name: &Option<String>| {
+        format!("{kind} {}", name.as_deref().unwrap_or_default())
+    };
+    let steps = [
+        (
+            what("ServiceAccount", &sa.metadata.name),
+            apply(client, ns, &sa).await.map(|_| ()),
+        ),
+        (
+            what("Role", &role.metadata.name),
+            apply(client, ns, &role).await.map(|_| ()),
+        ),
+        (
+            what("RoleBinding", &binding.metadata.name),
+            apply(client, ns, &binding).await.map(|_| ()),
+        ),
+    ];
+    for (what, result) in steps {
+        match result {
+            Ok(()) => {}
+            Err(e) => match refused(&e) {
+                Some(msg) => return Ok(Err(format!("the API server refused {what}: {msg}"))),
+                None => return Err(e),
+            },
+        }
+    }
+    match apply(client, ns, &deployment).await {
+        Ok(d) => Ok(Ok(d)),
+        Err(e) => match refused(&e) {
+            Some(msg) => Ok(Err(format!(
+                "the API server refused {}: {msg}",
+                what("Deployment", &deployment.metadata.name)
+            ))),
+            None => Err(e),
+        },
+    }
+}
+
+/// A ReplicaSet that cannot create the pod (quota, admission policy) says so only in the
+/// Deployment's `ReplicaFailure` condition: no pod exists to show it.
+pub fn replica_failure(deployment: &Deployment) -> Option<PodState> {
+    let conditions = deployment.status.as_ref()?.conditions.as_ref()?;
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some(PodState::Pending {
+        reason: c.reason.clone().unwrap_or_else(|| "FailedCreate".into()),
+        message: c.message.clone().unwrap_or_default(),
+    })
 }
 
 /// The newest publisher pod's state.
@@ -298,12 +374,10 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
         Err(e) => Err(e),
         Ok(()) => check_secrets(client, &bls).await?,
     };
-    if spec_check.is_ok() {
-        apply(client, &ns, &build::service_account(&bls)).await?;
-        apply(client, &ns, &build::role(&bls)).await?;
-        apply(client, &ns, &build::role_binding(&bls)).await?;
-        apply(client, &ns, &build::deployment(&bls, &ctx.build)).await?;
-    }
+    let applied = match &spec_check {
+        Ok(()) => Some(apply_children(client, &ns, &bls, &ctx.build).await?),
+        Err(_) => None,
+    };
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let selector = build::selector_labels(&bls)
@@ -315,11 +389,20 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::Kube)?;
-    let (pod, pod_name) = pod_state(&pod_list.items);
+    let (mut pod, pod_name) = pod_state(&pod_list.items);
+    if pod == PodState::Missing {
+        if let Some(Ok(d)) = &applied {
+            pod = replica_failure(d).unwrap_or(pod);
+        }
+    }
 
     let inputs = Inputs {
         bls: &bls,
         spec: spec_check.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        apply: match &applied {
+            Some(Err(msg)) => Err(msg.clone()),
+            _ => Ok(()),
+        },
         pod,
         now: Timestamp::now(),
     };

@@ -46,6 +46,7 @@ fn run(
     compute(&Inputs {
         bls: b,
         spec: Ok(()),
+        apply: Ok(()),
         pod,
         now: Timestamp::now(),
     })
@@ -257,6 +258,47 @@ fn transition_times_stay_until_the_status_changes() {
         get(&third, "Lagging").last_transition_time
     );
     assert_eq!(transitions(&second, &third).len(), 1);
+}
+
+#[test]
+fn a_refused_apply_is_degraded_with_the_api_message() {
+    let b = bls(BinlogStreamStatus::default());
+    let c = compute(&Inputs {
+        bls: &b,
+        spec: Ok(()),
+        apply: Err("the API server refused Deployment bls-x: admission webhook denied".into()),
+        pod: PodState::Missing,
+        now: Timestamp::now(),
+    });
+    for t in ["Ready", "Degraded"] {
+        assert_eq!(get(&c, t).reason, "ApplyFailed");
+        assert!(get(&c, t).message.contains("admission webhook denied"));
+    }
+    assert_eq!(get(&c, "Ready").status, "False");
+    assert_eq!(get(&c, "Degraded").status, "True");
+}
+
+#[test]
+fn a_pod_the_replicaset_cannot_create_is_a_condition() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "bls-x"},
+        "status": {"conditions": [{
+            "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+            "message": "pods \"bls-x-5d9\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1"
+        }]}
+    }))
+    .expect("deployment");
+    let pod = operator::controller::replica_failure(&d).expect("failure");
+    let b = bls(BinlogStreamStatus::default());
+    let c = run(&b, pod);
+    let r = get(&c, "Ready");
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "FailedCreate")
+    );
+    assert!(r.message.contains("exceeded quota"), "{}", r.message);
+    assert_eq!(get(&c, "Degraded").status, "True");
 }
 
 #[test]

@@ -356,6 +356,7 @@ async fn unchanged_conditions_are_not_rewritten() {
     let inputs = operator::reconcile::conditions::Inputs {
         bls: &bls,
         spec: Err("spec.source.port: 0 is not a TCP port (1-65535)".into()),
+        apply: Ok(()),
         pod: operator::reconcile::conditions::PodState::Missing,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
@@ -465,4 +466,81 @@ async fn a_ca_with_tls_disabled_is_an_invalid_spec() {
     );
     drain_events(&mut h, 4).await;
     task.await.expect("task").expect("reconcile ok");
+}
+
+fn refused(code: u16, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("code"))
+        .body(Body::from(
+            serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": code, "message": message}))
+                .expect("json"),
+        ))
+        .expect("response")
+}
+
+#[tokio::test]
+async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        echo,
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        echo,
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        echo,
+    )
+    .await;
+    expect(&mut h, "PATCH", "/apis/apps/v1/namespaces/shop/deployments/bls-orders", |_| {
+        refused(403, "admission webhook \"policy.example\" denied the request: images must come from registry.example")
+    })
+    .await;
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
+        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
+    })
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ApplyFailed"))
+    );
+    let msg = ready["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("Deployment bls-orders") && msg.contains("images must come from"),
+        "{msg}"
+    );
+    assert_eq!(condition(&status, "Degraded")["reason"], "ApplyFailed");
+    let events = drain_events(&mut h, 4).await;
+    assert!(events.iter().any(|e| e["reason"] == "ApplyFailed"));
+    task.await
+        .expect("task")
+        .expect("reconcile ok: the refusal is in the status, not an error loop");
 }

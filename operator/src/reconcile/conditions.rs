@@ -38,6 +38,8 @@ pub struct Inputs<'a> {
     pub bls: &'a BinlogStream,
     /// `Err(message)` when the spec is invalid (names the field).
     pub spec: Result<(), String>,
+    /// `Err(message)` when the API server refused a child object (admission, quota, RBAC).
+    pub apply: Result<(), String>,
     pub pod: PodState,
     pub now: Timestamp,
 }
@@ -235,6 +237,13 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             want(READY, "False", "InvalidSpec", msg.clone()),
             want(DEGRADED, "True", "InvalidSpec", msg.clone()),
         ),
+        (Ok(()), _, _) if inputs.apply.is_err() => {
+            let msg = inputs.apply.clone().err().unwrap_or_default();
+            (
+                want(READY, "False", "ApplyFailed", msg.clone()),
+                want(DEGRADED, "True", "ApplyFailed", msg),
+            )
+        }
         (Ok(()), PodState::Failing { reason, message }, _) => {
             let detail = if report_msg.is_empty() {
                 message.clone()
