@@ -3,24 +3,25 @@
 
 use std::{
     collections::HashMap,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{ConfigMap, Pod, Secret, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
+        core::v1::{ConfigMap, Pod, Secret},
     },
     jiff::Timestamp,
 };
 use kube::{
-    api::{Api, ListParams, Patch, PatchParams},
+    api::{Api, Patch, PatchParams},
     runtime::{
-        controller::{Action, Controller},
+        controller::{self, Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
         watcher,
     },
     Client, Resource, ResourceExt,
@@ -29,6 +30,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::{
+    cache::{cached, Caches},
     crd::{BinlogStream, OPERATOR_MANAGER, OPERATOR_STATUS_MANAGER},
     metrics::OperatorMetrics,
     reconcile::{
@@ -52,6 +54,23 @@ impl Error {
     }
 }
 
+/// How often a stream is looked at when nothing changes: often enough to notice a silent
+/// publisher (`PublisherSilent`) and a pod stuck in a state no watch event reports.
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// A valid Secret check is trusted this long for an unchanged spec.
+const SECRETS_RECHECK: Duration = Duration::from_secs(600);
+
+/// What the reconciler last did for one stream, so unchanged work is not repeated.
+#[derive(Default)]
+struct Memory {
+    /// Per child kind: the hash of the desired object last applied and the version the API
+    /// server gave it (generation for Deployments, resourceVersion otherwise).
+    applied: HashMap<&'static str, (u64, String)>,
+    /// Generation whose Secrets were found, and when.
+    secrets_ok: Option<(Option<i64>, Instant)>,
+}
+
 pub struct Context {
     pub client: Client,
     pub build: BuildConfig,
@@ -59,6 +78,10 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per object, for the exponential requeue.
     pub failures: Mutex<HashMap<String, u32>>,
+    pub caches: Caches,
+    /// Reconciles running at once (bounds API load when many streams change together).
+    pub concurrency: u16,
+    memory: Mutex<HashMap<String, Memory>>,
 }
 
 impl Context {
@@ -73,7 +96,37 @@ impl Context {
             build,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            caches: Caches::empty(),
+            concurrency: 4,
+            memory: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A context for one leadership term: fresh caches, and nothing remembered, so a new
+    /// leader re-applies every child once.
+    fn for_term(&self, caches: Caches) -> Context {
+        Context {
+            client: self.client.clone(),
+            build: self.build.clone(),
+            recorder: self.recorder.clone(),
+            metrics: self.metrics.clone(),
+            failures: Mutex::new(HashMap::new()),
+            caches,
+            concurrency: self.concurrency,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered<T>(&self, key: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(key.to_string()).or_default())
+    }
+
+    fn forget(&self, key: &str) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -202,52 +255,102 @@ fn refused(e: &Error) -> Option<String> {
     }
 }
 
-/// Applies the children in order; `Ok(Err(message))` when the API server refused one.
+fn desired_hash<K: serde::Serialize>(obj: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(obj).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+fn version<K: Resource>(obj: &K, by_generation: bool) -> String {
+    let m = obj.meta();
+    if by_generation {
+        m.generation.map(|g| g.to_string()).unwrap_or_default()
+    } else {
+        m.resource_version.clone().unwrap_or_default()
+    }
+}
+
+/// Applies `obj` unless the same desired object was applied before and the cache still
+/// holds the version that apply produced (nobody changed or deleted it since). Returns the
+/// stored object when it applied.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    key: &str,
+    kind: &'static str,
+    obj: &K,
+    store: &Store<K>,
+    by_generation: bool,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + 'static,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let desired = desired_hash(obj);
+    let live = cached(store, &ns, &name).map(|o| version(&*o, by_generation));
+    let fresh = ctx.remembered(key, |m| {
+        m.applied
+            .get(kind)
+            .is_some_and(|(d, v)| *d == desired && live.as_ref() == Some(v))
+    });
+    if fresh {
+        return Ok(None);
+    }
+    let stored = apply(&ctx.client, &ns, obj).await?;
+    let v = version(&stored, by_generation);
+    ctx.remembered(key, |m| m.applied.insert(kind, (desired, v)));
+    Ok(Some(stored))
+}
+
+/// Applies the children that changed, in order; `Ok(Err(message))` when the API server
+/// refused one. Returns the Deployment as last seen (applied now, or from the cache).
 async fn apply_children(
-    client: &Client,
-    ns: &str,
+    ctx: &Context,
     bls: &BinlogStream,
-    cfg: &BuildConfig,
-) -> Result<Result<Deployment, String>, Error> {
+) -> Result<Result<Option<Deployment>, String>, Error> {
+    let k = key(bls);
+    let c = &ctx.caches;
     let sa = build::service_account(bls);
     let role = build::role(bls);
     let binding = build::role_binding(bls);
-    let deployment = build::deployment(bls, cfg);
+    let deployment = build::deployment(bls, &ctx.build);
     let what = |kind: &str, name: &Option<String>| {
         format!("{kind} {}", name.as_deref().unwrap_or_default())
     };
-    let steps = [
-        (
-            what("ServiceAccount", &sa.metadata.name),
-            apply(client, ns, &sa).await.map(|_| ()),
-        ),
-        (
-            what("Role", &role.metadata.name),
-            apply(client, ns, &role).await.map(|_| ()),
-        ),
-        (
-            what("RoleBinding", &binding.metadata.name),
-            apply(client, ns, &binding).await.map(|_| ()),
-        ),
-    ];
-    for (what, result) in steps {
-        match result {
-            Ok(()) => {}
-            Err(e) => match refused(&e) {
-                Some(msg) => return Ok(Err(format!("the API server refused {what}: {msg}"))),
-                None => return Err(e),
-            },
+    let refusal = |what: String, e: Error| match refused(&e) {
+        Some(msg) => {
+            // Forget it, so the next reconcile tries again rather than trusting a cache.
+            ctx.remembered(&k, |m| m.applied.clear());
+            Ok(Err(format!("the API server refused {what}: {msg}")))
         }
+        None => Err(e),
+    };
+    if let Err(e) =
+        apply_if_changed(ctx, &k, "ServiceAccount", &sa, &c.service_accounts, false).await
+    {
+        return refusal(what("ServiceAccount", &sa.metadata.name), e);
     }
-    match apply(client, ns, &deployment).await {
-        Ok(d) => Ok(Ok(d)),
-        Err(e) => match refused(&e) {
-            Some(msg) => Ok(Err(format!(
-                "the API server refused {}: {msg}",
-                what("Deployment", &deployment.metadata.name)
-            ))),
-            None => Err(e),
-        },
+    if let Err(e) = apply_if_changed(ctx, &k, "Role", &role, &c.roles, false).await {
+        return refusal(what("Role", &role.metadata.name), e);
+    }
+    if let Err(e) =
+        apply_if_changed(ctx, &k, "RoleBinding", &binding, &c.role_bindings, false).await
+    {
+        return refusal(what("RoleBinding", &binding.metadata.name), e);
+    }
+    match apply_if_changed(ctx, &k, "Deployment", &deployment, &c.deployments, true).await {
+        Ok(Some(d)) => Ok(Ok(Some(d))),
+        Ok(None) => {
+            let ns = bls.namespace().unwrap_or_default();
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            Ok(Ok(cached(&c.deployments, &ns, &name).map(|d| (*d).clone())))
+        }
+        Err(e) => refusal(what("Deployment", &deployment.metadata.name), e),
     }
 }
 
@@ -365,33 +468,41 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
     ctx.metrics.reconciles.inc();
     if bls.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them.
+        ctx.forget(&key(&bls));
         return Ok(Action::await_change());
     }
     let ns = bls.namespace().unwrap_or_default();
     let client = &ctx.client;
+    let k = key(&bls);
 
     let spec_check: Result<(), Invalid> = match validate(&bls.spec) {
         Err(e) => Err(e),
-        Ok(()) => check_secrets(client, &bls).await?,
+        Ok(()) => {
+            let generation = bls.metadata.generation;
+            let trusted = ctx.remembered(&k, |m| {
+                m.secrets_ok
+                    .is_some_and(|(g, at)| g == generation && at.elapsed() < SECRETS_RECHECK)
+            });
+            if trusted {
+                Ok(())
+            } else {
+                let checked = check_secrets(client, &bls).await?;
+                ctx.remembered(&k, |m| {
+                    m.secrets_ok = checked.is_ok().then(|| (generation, Instant::now()))
+                });
+                checked
+            }
+        }
     };
     let applied = match &spec_check {
-        Ok(()) => Some(apply_children(client, &ns, &bls, &ctx.build).await?),
+        Ok(()) => Some(apply_children(&ctx, &bls).await?),
         Err(_) => None,
     };
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = build::selector_labels(&bls)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Kube)?;
-    let (mut pod, pod_name) = pod_state(&pod_list.items);
+    let pods = ctx.caches.pods_matching(&ns, &build::selector_labels(&bls));
+    let (mut pod, pod_name) = pod_state(&pods);
     if pod == PodState::Missing {
-        if let Some(Ok(d)) = &applied {
+        if let Some(Ok(Some(d))) = &applied {
             pod = replica_failure(d).unwrap_or(pod);
         }
     }
@@ -466,7 +577,7 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
     Ok(match spec_check {
         // Secrets may appear later; the spec itself only changes with a new generation.
         Err(_) => Action::requeue(Duration::from_secs(30)),
-        Ok(()) => Action::requeue(Duration::from_secs(15)),
+        Ok(()) => Action::requeue(RESYNC),
     })
 }
 
@@ -498,13 +609,18 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let streams: Api<BinlogStream> = Api::all(client.clone());
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=binlogstream-operator");
-    Controller::new(streams, watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
-        .owns(Api::<Role>::all(client.clone()), owned.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), owned)
+    let (caches, watched) = Caches::watch(&client);
+    let ctx = Arc::new(ctx.for_term(caches));
+    let config = controller::Config::default().concurrency(ctx.concurrency);
+    let controller = Controller::new(streams, watcher::Config::default()).with_config(config);
+    let by_pod = controller.store();
+    controller
+        .owns_stream(watched.deployments)
+        .owns_stream(watched.service_accounts)
+        .owns_stream(watched.roles)
+        .owns_stream(watched.role_bindings)
+        // A pod is owned by a ReplicaSet, not by us: map it back by its instance label.
+        .watches_stream(watched.pods, move |pod: Pod| stream_of_pod(&by_pod, &pod))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -518,4 +634,19 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The BinlogStream whose publisher `pod` is.
+fn stream_of_pod(streams: &Store<BinlogStream>, pod: &Pod) -> Option<ObjectRef<BinlogStream>> {
+    let ns = pod.metadata.namespace.as_deref()?;
+    let instance = pod
+        .metadata
+        .labels
+        .as_ref()?
+        .get("app.kubernetes.io/instance")?;
+    streams
+        .state()
+        .into_iter()
+        .find(|b| b.namespace().as_deref() == Some(ns) && &build::instance_label(b) == instance)
+        .map(|b| ObjectRef::from_obj(&*b))
 }

@@ -226,14 +226,7 @@ async fn create_applies_every_child_and_reports_starting() {
         dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
         true
     );
-
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/pods?&labelSelector=",
-        |_| ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
-    )
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -255,7 +248,7 @@ async fn create_applies_every_child_and_reports_starting() {
     let action = task.await.expect("task").expect("reconcile ok");
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15))
+        kube::runtime::controller::Action::requeue(operator::controller::RESYNC)
     );
 }
 
@@ -267,10 +260,7 @@ async fn an_invalid_spec_is_ready_false_naming_the_field_and_creates_nothing() {
     spec["source"]["port"] = json!(70000);
     let bls = Arc::new(stream(spec));
     let task = tokio::spawn(reconcile(bls.clone(), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -305,10 +295,7 @@ async fn a_missing_secret_is_ready_false_naming_the_field() {
         |_| not_found(),
     )
     .await;
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -367,10 +354,7 @@ async fn unchanged_conditions_are_not_rewritten() {
         ..Default::default()
     });
     let task = tokio::spawn(reconcile(Arc::new(bls), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     task.await.expect("task").expect("ok");
     let next = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
     assert!(
@@ -418,10 +402,7 @@ async fn a_tls_spec_checks_its_ca_config_map_and_client_secret() {
         |_| not_found(),
     )
     .await;
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -447,10 +428,7 @@ async fn a_ca_with_tls_disabled_is_an_invalid_spec() {
     spec["source"]["tls"] = json!({"ca": {"secretName": "db-ca"}});
     let bls = Arc::new(stream(spec));
     let task = tokio::spawn(reconcile(bls.clone(), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -516,10 +494,7 @@ async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
         refused(403, "admission webhook \"policy.example\" denied the request: images must come from registry.example")
     })
     .await;
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -543,4 +518,120 @@ async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
     task.await
         .expect("task")
         .expect("reconcile ok: the refusal is in the status, not an error loop");
+}
+
+/// Like the API server: the applied object with a resourceVersion and generation.
+fn stored(body: &Value) -> Value {
+    let mut v = body.clone();
+    v["metadata"]["resourceVersion"] = json!("7");
+    v["metadata"]["generation"] = json!(1);
+    v
+}
+
+#[tokio::test]
+async fn an_unchanged_stream_costs_no_api_request() {
+    use kube::runtime::{reflector, watcher};
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let (pods, _) = reflector::store();
+    let (deployments, mut dw) = reflector::store();
+    let (service_accounts, mut sw) = reflector::store();
+    let (roles, mut rw) = reflector::store();
+    let (role_bindings, mut bw) = reflector::store();
+    let mut ctx = Context::new(
+        client,
+        BuildConfig {
+            publisher_image: "binlogstream/publisher:0.1.0".into(),
+            image_pull_policy: None,
+        },
+        Arc::new(OperatorMetrics::default()),
+    );
+    ctx.caches = operator::cache::Caches {
+        pods,
+        deployments,
+        service_accounts,
+        roles,
+        role_bindings,
+    };
+    let ctx = Arc::new(ctx);
+    let bls = stream(valid_spec());
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx.clone()));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let sa = expect(
+        &mut h,
+        "PATCH",
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let role = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let rb = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let dep = expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("first reconcile");
+
+    // The watches deliver what was applied; the publisher then writes its status again.
+    fn seen<K: serde::de::DeserializeOwned>(v: &Value) -> K {
+        serde_json::from_value(stored(v)).expect("object")
+    }
+    dw.apply_watcher_event(&watcher::Event::Apply(seen(&dep)));
+    sw.apply_watcher_event(&watcher::Event::Apply(seen(&sa)));
+    rw.apply_watcher_event(&watcher::Event::Apply(seen(&role)));
+    bw.apply_watcher_event(&watcher::Event::Apply(seen(&rb)));
+    let mut again = bls.clone();
+    again.status = serde_json::from_value(status["status"].clone()).expect("status");
+    if let Some(s) = again.status.as_mut() {
+        s.records_published = Some(1234);
+    }
+    // A request now would wait for an answer the mock never gives: the timeout would fire.
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reconcile(Arc::new(again.clone()), ctx.clone()),
+    )
+    .await
+    .expect("the second reconcile made an API request");
+    second.expect("second reconcile");
+
+    // Someone deletes the Deployment: the next reconcile applies it again.
+    dw.apply_watcher_event(&watcher::Event::Delete(seen(&dep)));
+    let task = tokio::spawn(reconcile(Arc::new(again), ctx));
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    task.await.expect("task").expect("third reconcile");
 }

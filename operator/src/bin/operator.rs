@@ -38,6 +38,9 @@ struct Args {
     lease_namespace: String,
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Reconciles running at once; bounds the API load when many streams change together.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
 }
 
 async fn shutdown_signal() {
@@ -92,14 +95,16 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         stopped(),
     ));
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         BuildConfig {
             publisher_image: args.publisher_image.clone(),
             image_pull_policy: args.image_pull_policy.clone(),
         },
         metrics.clone(),
-    ));
+    );
+    ctx.concurrency = args.max_concurrent_reconciles;
+    let ctx = Arc::new(ctx);
 
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
