@@ -43,12 +43,13 @@ pub struct CacheStreams<P, D, S, R, B> {
 
 fn watch<K>(
     client: &Client,
+    ns: Option<&str>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -57,7 +58,10 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
+    let api: Api<K> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)),
@@ -68,10 +72,12 @@ where
 }
 
 impl Caches {
-    /// Caches filled by watches of `client`, and the streams that fill them.
+    /// Caches filled by watches of `client` (in `ns`, or everywhere), and the streams that
+    /// fill them.
     #[allow(clippy::type_complexity)]
     pub fn watch(
         client: &Client,
+        ns: Option<&str>,
     ) -> (
         Caches,
         CacheStreams<
@@ -82,11 +88,11 @@ impl Caches {
             impl Stream<Item = Result<RoleBinding, watcher::Error>> + Send + 'static,
         >,
     ) {
-        let (pods, p) = watch::<Pod>(client);
-        let (deployments, d) = watch::<Deployment>(client);
-        let (service_accounts, s) = watch::<ServiceAccount>(client);
-        let (roles, r) = watch::<Role>(client);
-        let (role_bindings, b) = watch::<RoleBinding>(client);
+        let (pods, p) = watch::<Pod>(client, ns);
+        let (deployments, d) = watch::<Deployment>(client, ns);
+        let (service_accounts, s) = watch::<ServiceAccount>(client, ns);
+        let (roles, r) = watch::<Role>(client, ns);
+        let (role_bindings, b) = watch::<RoleBinding>(client, ns);
         (
             Caches {
                 pods,

@@ -36,6 +36,7 @@ use crate::{
     reconcile::{
         build::{self, BuildConfig},
         conditions::{self, Inputs, PodState},
+        tenancy::{TenancyPolicy, SECRET_OPT_IN_LABEL},
         validate::{validate, Invalid},
     },
 };
@@ -79,6 +80,9 @@ pub struct Context {
     /// Consecutive failures per object, for the exponential requeue.
     pub failures: Mutex<HashMap<String, u32>>,
     pub caches: Caches,
+    pub tenancy: TenancyPolicy,
+    /// Namespaces watched; empty: all.
+    pub namespaces: Vec<String>,
     /// Reconciles running at once (bounds API load when many streams change together).
     pub concurrency: u16,
     memory: Mutex<HashMap<String, Memory>>,
@@ -97,6 +101,8 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             caches: Caches::empty(),
+            tenancy: TenancyPolicy::default(),
+            namespaces: Vec::new(),
             concurrency: 4,
             memory: Mutex::new(HashMap::new()),
         }
@@ -112,6 +118,8 @@ impl Context {
             metrics: self.metrics.clone(),
             failures: Mutex::new(HashMap::new()),
             caches,
+            tenancy: self.tenancy.clone(),
+            namespaces: self.namespaces.clone(),
             concurrency: self.concurrency,
             memory: Mutex::new(HashMap::new()),
         }
@@ -134,64 +142,50 @@ fn key(bls: &BinlogStream) -> String {
     format!("{}/{}", bls.namespace().unwrap_or_default(), bls.name_any())
 }
 
-/// Secrets (and the CA ConfigMap) the spec names must exist and hold the keys it names.
+/// Secrets the spec names must exist and carry the owner's opt-in label, and the CA
+/// ConfigMap must hold its key. Secrets are read as metadata only: their values never pass
+/// through the operator (kubelet mounts them into the publisher); a missing key shows up
+/// from the pod (`FailedMount`).
 async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(), Invalid>, Error> {
     let ns = bls.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let mut wanted: Vec<(String, String, Vec<String>)> = vec![(
+    let mut wanted: Vec<(String, String)> = vec![(
         "spec.source.passwordSecretRef".into(),
         bls.spec.source.password_secret_ref.name.clone(),
-        vec![bls.spec.source.password_secret_ref.key.clone()],
     )];
     let tls = bls.spec.source.tls.as_ref();
     if let Some(name) = tls
         .and_then(|t| t.ca.as_ref())
         .and_then(|c| c.secret_name.as_ref())
     {
-        wanted.push((
-            "spec.source.tls.ca".into(),
-            name.clone(),
-            vec![tls
-                .and_then(|t| t.ca.as_ref())
-                .map(|c| c.key.clone())
-                .unwrap_or_default()],
-        ));
+        wanted.push(("spec.source.tls.ca".into(), name.clone()));
     }
     if let Some(name) = tls.and_then(|t| t.client_cert_secret_name.as_ref()) {
-        wanted.push((
-            "spec.source.tls.clientCertSecretName".into(),
-            name.clone(),
-            vec!["tls.crt".into(), "tls.key".into()],
-        ));
+        wanted.push(("spec.source.tls.clientCertSecretName".into(), name.clone()));
     }
     if let Some(c) = &bls.spec.target.credentials_secret_ref {
-        wanted.push((
-            "spec.target.credentialsSecretRef".into(),
-            c.name.clone(),
-            vec!["AWS_ACCESS_KEY_ID".into(), "AWS_SECRET_ACCESS_KEY".into()],
-        ));
+        wanted.push(("spec.target.credentialsSecretRef".into(), c.name.clone()));
     }
-    for (field, name, keys) in wanted {
-        match api.get_opt(&name).await.map_err(Error::Kube)? {
-            None => {
-                return Ok(Err(Invalid {
-                    field,
-                    message: format!("secret `{name}` does not exist in namespace `{ns}`"),
-                }))
-            }
-            Some(secret) => {
-                let data = secret.data.unwrap_or_default();
-                let string_data = secret.string_data.unwrap_or_default();
-                if let Some(missing) = keys
-                    .iter()
-                    .find(|k| !data.contains_key(*k) && !string_data.contains_key(*k))
-                {
-                    return Ok(Err(Invalid {
-                        field,
-                        message: format!("secret `{name}` has no key `{missing}`"),
-                    }));
-                }
-            }
+    for (field, name) in wanted {
+        let Some(secret) = api.get_metadata_opt(&name).await.map_err(Error::Kube)? else {
+            return Ok(Err(Invalid {
+                field,
+                message: format!("secret `{name}` does not exist in namespace `{ns}`"),
+            }));
+        };
+        let opted_in = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SECRET_OPT_IN_LABEL))
+            .is_some_and(|v| v == "true");
+        if !opted_in {
+            return Ok(Err(Invalid {
+                field,
+                message: format!(
+                    "secret `{name}` is not labelled {SECRET_OPT_IN_LABEL}=true; its owner must opt it in before a BinlogStream may use it (kubectl label secret {name} {SECRET_OPT_IN_LABEL}=true)"
+                ),
+            }));
         }
     }
     if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
@@ -354,6 +348,44 @@ async fn apply_children(
     }
 }
 
+/// How long a pod may sit in Pending before its events are read for the reason.
+const STUCK_AFTER_SECS: i64 = 30;
+
+/// A pod still Pending (containers not created) well after it was made: usually a volume
+/// that cannot be mounted, which only an Event says.
+pub fn stuck_creating(pod: &Pod, now: Timestamp) -> bool {
+    let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+    let age = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| now.as_second() - t.0.as_second())
+        .unwrap_or(0);
+    pending && pod.metadata.deletion_timestamp.is_none() && age > STUCK_AFTER_SECS
+}
+
+/// The newest `FailedMount` Event of `pod` (a missing Secret, or a key it lacks), as a pod
+/// state naming it. Read only for a stuck pod, so a healthy stream costs no request.
+async fn mount_failure(client: &Client, ns: &str, pod: &Pod) -> Result<Option<PodState>, Error> {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+    let events = api
+        .list(&kube::api::ListParams::default().fields(&fields))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+        .map(|e| PodState::Pending {
+            reason: "FailedMount".into(),
+            message: e.message.unwrap_or_default(),
+        }))
+}
+
 /// A ReplicaSet that cannot create the pod (quota, admission policy) says so only in the
 /// Deployment's `ReplicaFailure` condition: no pod exists to show it.
 pub fn replica_failure(deployment: &Deployment) -> Option<PodState> {
@@ -475,25 +507,26 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
     let client = &ctx.client;
     let k = key(&bls);
 
-    let spec_check: Result<(), Invalid> = match validate(&bls.spec) {
-        Err(e) => Err(e),
-        Ok(()) => {
-            let generation = bls.metadata.generation;
-            let trusted = ctx.remembered(&k, |m| {
-                m.secrets_ok
-                    .is_some_and(|(g, at)| g == generation && at.elapsed() < SECRETS_RECHECK)
-            });
-            if trusted {
-                Ok(())
-            } else {
-                let checked = check_secrets(client, &bls).await?;
-                ctx.remembered(&k, |m| {
-                    m.secrets_ok = checked.is_ok().then(|| (generation, Instant::now()))
+    let spec_check: Result<(), Invalid> =
+        match validate(&bls.spec).and_then(|()| ctx.tenancy.check(&bls.spec)) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let generation = bls.metadata.generation;
+                let trusted = ctx.remembered(&k, |m| {
+                    m.secrets_ok
+                        .is_some_and(|(g, at)| g == generation && at.elapsed() < SECRETS_RECHECK)
                 });
-                checked
+                if trusted {
+                    Ok(())
+                } else {
+                    let checked = check_secrets(client, &bls).await?;
+                    ctx.remembered(&k, |m| {
+                        m.secrets_ok = checked.is_ok().then(|| (generation, Instant::now()))
+                    });
+                    checked
+                }
             }
-        }
-    };
+        };
     let applied = match &spec_check {
         Ok(()) => Some(apply_children(&ctx, &bls).await?),
         Err(_) => None,
@@ -504,6 +537,15 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
     if pod == PodState::Missing {
         if let Some(Ok(Some(d))) = &applied {
             pod = replica_failure(d).unwrap_or(pod);
+        }
+    }
+    if let Some(stuck) = pods
+        .iter()
+        .filter(|_| pod == PodState::Running { ready: false })
+        .find(|p| stuck_creating(p, Timestamp::now()))
+    {
+        if let Some(failure) = mount_failure(client, &ns, stuck).await? {
+            pod = failure;
         }
     }
 
@@ -602,14 +644,43 @@ pub fn error_policy(bls: Arc<BinlogStream>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves: one for the whole cluster, or one per
+/// watched namespace (each with its own namespaced watches, so namespaced Roles suffice).
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = futures::FutureExt::shared(shutdown);
+    if ctx.namespaces.is_empty() {
+        run_in(ctx, None, shutdown).await;
+        return;
+    }
+    let runs = ctx
+        .namespaces
+        .clone()
+        .into_iter()
+        .map(|ns| run_in(ctx.clone(), Some(ns), shutdown.clone()));
+    futures::future::join_all(runs).await;
+}
+
+fn api_in<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(
+    ctx: Arc<Context>,
+    ns: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
-    let streams: Api<BinlogStream> = Api::all(client.clone());
-    let (caches, watched) = Caches::watch(&client);
+    let streams: Api<BinlogStream> = api_in(&client, ns.as_deref());
+    let (caches, watched) = Caches::watch(&client, ns.as_deref());
     let ctx = Arc::new(ctx.for_term(caches));
     let config = controller::Config::default().concurrency(ctx.concurrency);
     let controller = Controller::new(streams, watcher::Config::default()).with_config(config);

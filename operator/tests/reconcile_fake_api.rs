@@ -91,6 +91,7 @@ fn context(client: Client) -> Arc<Context> {
         BuildConfig {
             publisher_image: "binlogstream/publisher:0.1.0".into(),
             image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
         },
         Arc::new(OperatorMetrics::default()),
     ))
@@ -101,6 +102,13 @@ fn secret() -> Value {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some("db-pw".into()),
             namespace: Some("shop".into()),
+            labels: Some(
+                [(
+                    "cdc.binlogstream.io/allow-binlogstreams".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
             ..Default::default()
         },
         data: Some([("password".to_string(), ByteString(b"pw".to_vec()))].into()),
@@ -171,11 +179,12 @@ async fn create_applies_every_child_and_reports_starting() {
         echo,
     )
     .await;
-    let rules = role["rules"].as_array().expect("rules");
-    assert_eq!(rules[0]["resourceNames"], json!(["orders"]));
-    assert_eq!(rules[1]["resources"], json!(["binlogstreams/status"]));
-    assert_eq!(rules[1]["verbs"], json!(["get", "patch"]));
-    assert_eq!(rules[2]["resourceNames"], json!(["db-pw"]));
+    // Only its own status: no Secret (kubelet mounts them), no other object.
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["cdc.binlogstream.io"], "resources": ["binlogstreams/status"],
+                "resourceNames": ["orders"], "verbs": ["get", "patch"]}])
+    );
     let rb = expect(
         &mut h,
         "PATCH",
@@ -389,7 +398,8 @@ async fn a_tls_spec_checks_its_ca_config_map_and_client_secret() {
         |_| {
             ok_json(
                 json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
-                "metadata": {"name": "repl-cert", "namespace": "shop"},
+                "metadata": {"name": "repl-cert", "namespace": "shop",
+                             "labels": {"cdc.binlogstream.io/allow-binlogstreams": "true"}},
                 "data": {"tls.crt": "Yw==", "tls.key": "aw=="}}),
             )
         },
@@ -543,6 +553,7 @@ async fn an_unchanged_stream_costs_no_api_request() {
         BuildConfig {
             publisher_image: "binlogstream/publisher:0.1.0".into(),
             image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
         },
         Arc::new(OperatorMetrics::default()),
     );
@@ -634,4 +645,139 @@ async fn an_unchanged_stream_costs_no_api_request() {
     )
     .await;
     task.await.expect("task").expect("third reconcile");
+}
+
+#[tokio::test]
+async fn a_secret_without_the_owners_opt_in_is_refused_and_nothing_mounts_it() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| {
+            ok_json(
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"name": "db-pw", "namespace": "shop", "labels": {"team": "payments"}}}),
+            )
+        },
+    )
+    .await;
+    // No apply: the next request is the status, so no Deployment (no pod) names the Secret.
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    let msg = ready["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("spec.source.passwordSecretRef: secret `db-pw` is not labelled cdc.binlogstream.io/allow-binlogstreams=true"),
+        "{msg}"
+    );
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
+}
+
+#[tokio::test]
+async fn secret_values_are_never_requested() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    let (req, send) = h.next_request().await.expect("a request");
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(req.uri().path().ends_with("/secrets/db-pw"));
+    assert!(
+        accept.contains("as=PartialObjectMetadata"),
+        "a Secret is asked for as metadata only, got Accept: {accept}"
+    );
+    send.send_response(ok_json(secret()));
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
+    use kube::runtime::{reflector, watcher};
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut ctx = Context::new(
+        Client::new(svc, "default"),
+        BuildConfig {
+            publisher_image: "binlogstream/publisher:0.1.0".into(),
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+        },
+        Arc::new(OperatorMetrics::default()),
+    );
+    let (pods, mut pw) = reflector::store();
+    let created = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
+        .expect("time");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bls-orders-7d4-x2", "namespace": "shop", "creationTimestamp": created.to_string(),
+                     "labels": {"app.kubernetes.io/name": "binlogstream-publisher", "app.kubernetes.io/instance": "orders"}},
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "publisher", "ready": false, "restartCount": 0, "image": "p", "imageID": "",
+                   "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    }))
+    .expect("pod");
+    pw.apply_watcher_event(&watcher::Event::Apply(pod));
+    ctx.caches.pods = pods;
+    let ctx = Arc::new(ctx);
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    for path in [
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+    ] {
+        expect(&mut h, "PATCH", path, echo).await;
+    }
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/events?&fieldSelector=involvedObject.kind%3DPod%2CinvolvedObject.name%3Dbls-orders-7d4-x2",
+        |_| {
+            ok_json(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": [{
+                "metadata": {"name": "e1", "namespace": "shop"},
+                "involvedObject": {"kind": "Pod", "name": "bls-orders-7d4-x2"},
+                "reason": "FailedMount", "type": "Warning",
+                "message": "MountVolume.SetUp failed for volume \"source-password\" : couldn't find key password in Secret shop/db-pw"
+            }]}))
+        },
+    )
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "FailedMount");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("couldn't find key password in Secret shop/db-pw"));
+    assert_eq!(condition(&status, "Degraded")["status"], "True");
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
 }

@@ -130,8 +130,86 @@ log "nosecret: $(cond $TNS nosecret Ready message)"
 cond $TNS badport Ready message | grep -q "spec.source.port" || die "badport message does not name spec.source.port"
 cond $TNS nosecret Ready message | grep -q "spec.source.passwordSecretRef" || die "nosecret message does not name the field"
 
-# 6: deleting the resource removes its children; uninstall removes the operator.
-kc -n $TNS delete bls shop badport nosecret
+# 6: tenancy and privilege (issue 12). A Secret its owner did not opt in is refused and no
+# pod mounts it; RBAC of the operator and of a publisher is what the README says.
+kc -n $TNS apply -f - <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: not-opted-in}
+type: Opaque
+stringData: {password: replpw}
+---
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: nooptin}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: not-opted-in, key: password}}
+  target: {stream: shop-changes}
+YAML
+wait_until 60 "nooptin InvalidSpec" invalid nooptin
+cond $TNS nooptin Ready message | grep -q "cdc.binlogstream.io/allow-binlogstreams" || die "nooptin message does not name the opt-in label"
+log "nooptin: $(cond $TNS nooptin Ready message)"
+[ -z "$(kc -n $TNS get deploy,pods -l app.kubernetes.io/instance=nooptin -o name)" ] || die "a publisher was created for a Secret without the opt-in"
+can_i() { kc auth can-i "$@" 2>/dev/null || true; }
+pub_sa="system:serviceaccount:$TNS:bls-shop"
+op_sa="system:serviceaccount:bls-system:bls-operator"
+kc auth can-i --list --as "$pub_sa" -n $TNS | tee "$STATE/publisher-can-i.txt" | sed 's/^/[e2e] publisher can: /' >&2
+[ "$(can_i patch binlogstreams.cdc.binlogstream.io/shop --subresource=status --as "$pub_sa" -n $TNS)" = yes ] || die "the publisher cannot patch its own status"
+[ "$(can_i get secrets --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read Secrets"
+[ "$(can_i get secrets/shop-db-replication --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read its own Secret through the API"
+[ "$(can_i patch binlogstreams.cdc.binlogstream.io/badport --subresource=status --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may write another stream's status"
+[ "$(can_i get binlogstreams.cdc.binlogstream.io/shop --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read more than its status"
+kc auth can-i --list --as "$op_sa" -n $TNS | sed 's/^/[e2e] operator can: /' >&2
+[ "$(can_i list secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may list Secrets"
+[ "$(can_i watch secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may watch Secrets"
+[ "$(can_i create pods --as "$op_sa" -n $TNS)" = no ] || die "the operator may create pods"
+[ "$(can_i delete deployments --as "$op_sa" -n $TNS)" = no ] || die "the operator may delete Deployments"
+log "RBAC: publisher limited to its own status; operator cannot list/watch Secrets, create pods or delete"
+
+# 7: a name longer than a label value (63): children get a hashed suffix and the stream runs.
+long=shop-$(printf 'x%.0s' $(seq 1 70))
+kc -n $TNS apply -f - <<YAML
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: $long}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
+  tables: {include: ["shop.*"]}
+  target: {stream: shop-changes, endpoint: "http://$NODE_IP:4567", region: us-east-1, credentialsSecretRef: {name: aws-keys}}
+YAML
+long_ready() { cond $TNS "$long" Ready status | grep -qx True; }
+wait_until 180 "the long-named stream is Ready" long_ready
+log "long name (${#long} chars): Ready; children: $(kc -n $TNS get deploy -o name | grep -c 'bls-shop-x') deployment(s)"
+kc -n $TNS delete bls "$long" --wait=false
+
+# 8: a quota that forbids the pod: the ReplicaSet's FailedCreate becomes the condition.
+kc create namespace quota-e2e --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n quota-e2e apply -f - <<YAML
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: no-pods}
+spec: {hard: {pods: "0"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: pw, labels: {cdc.binlogstream.io/allow-binlogstreams: "true"}}
+type: Opaque
+stringData: {password: replpw}
+---
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: blocked}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: pw, key: password}}
+  target: {stream: shop-changes}
+YAML
+quota_seen() { cond quota-e2e blocked Ready reason | grep -qx FailedCreate && cond quota-e2e blocked Degraded status | grep -qx True; }
+wait_until 120 "blocked: Ready=False FailedCreate" quota_seen
+log "quota: $(cond quota-e2e blocked Ready message)"
+kc delete namespace quota-e2e --wait=false >/dev/null
+
+# 9: deleting the resource removes its children; uninstall removes the operator.
+kc -n $TNS delete bls shop badport nosecret nooptin
 children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
 wait_until 90 "children of shop garbage-collected" children_gone
 hm uninstall bls -n bls-system

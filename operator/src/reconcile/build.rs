@@ -9,9 +9,9 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
-            HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, ServiceAccount,
-            Volume, VolumeMount,
+            HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+            SecurityContext, ServiceAccount, Volume, VolumeMount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -31,6 +31,8 @@ pub const METRICS_PORT: i32 = 9464;
 pub struct BuildConfig {
     pub publisher_image: String,
     pub image_pull_policy: Option<String>,
+    /// Pull secrets for publisher pods; each must exist in the stream's namespace.
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// FNV-1a: stable across releases and platforms (std's hasher is not), which names and
@@ -133,52 +135,18 @@ pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
     }
 }
 
-fn secret_names(bls: &BinlogStream) -> Vec<String> {
-    let s = &bls.spec;
-    let mut names = vec![s.source.password_secret_ref.name.clone()];
-    if let Some(tls) = &s.source.tls {
-        if let Some(ca) = tls.ca.as_ref().and_then(|c| c.secret_name.as_ref()) {
-            names.push(ca.clone());
-        }
-        if let Some(c) = &tls.client_cert_secret_name {
-            names.push(c.clone());
-        }
-    }
-    if let Some(c) = &s.target.credentials_secret_ref {
-        names.push(c.name.clone());
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
+/// The publisher may read and write its own BinlogStream's status, and nothing else: its
+/// Secrets reach it as kubelet mounts, which need no RBAC.
 pub fn role(bls: &BinlogStream) -> Role {
-    let name = bls.name_any();
     Role {
         metadata: meta(bls),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![crate::crd::GROUP.into()]),
-                resources: Some(vec!["binlogstreams".into()]),
-                resource_names: Some(vec![name.clone()]),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![crate::crd::GROUP.into()]),
-                resources: Some(vec!["binlogstreams/status".into()]),
-                resource_names: Some(vec![name]),
-                verbs: vec!["get".into(), "patch".into()],
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["secrets".into()]),
-                resource_names: Some(secret_names(bls)),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            },
-        ]),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![crate::crd::GROUP.into()]),
+            resources: Some(vec!["binlogstreams/status".into()]),
+            resource_names: Some(vec![bls.name_any()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
     }
 }
 
@@ -480,6 +448,12 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
+                    image_pull_secrets: (!cfg.image_pull_secrets.is_empty()).then(|| {
+                        cfg.image_pull_secrets
+                            .iter()
+                            .map(|n| LocalObjectReference { name: n.clone() })
+                            .collect()
+                    }),
                     containers: vec![container],
                     volumes: Some(volumes),
                     node_selector: s.publisher.node_selector.clone(),
@@ -529,6 +503,7 @@ mod tests {
         BuildConfig {
             publisher_image: "p".into(),
             image_pull_policy: None,
+            image_pull_secrets: vec!["regcred".into()],
         }
     }
 
@@ -638,11 +613,18 @@ mod tests {
             assert_eq!(m.read_only, Some(true));
             assert!(m.sub_path.is_none(), "subPath would stop rotation");
         }
-        // The publisher's role may read the client certificate's secret (not a config map).
+        // Mounted by the kubelet: the publisher's role grants no Secret at all.
         let rules = role(&bls).rules.expect("rules");
+        assert!(rules.iter().all(|r| r
+            .resources
+            .iter()
+            .flatten()
+            .all(|x| x == "binlogstreams/status")));
         assert_eq!(
-            rules[2].resource_names,
-            Some(vec!["db-pw".into(), "repl-cert".into()])
+            pod.image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "regcred".into()
+            }])
         );
     }
 
