@@ -106,14 +106,28 @@ wait_until 120 "Lagging clears" not_lagging
 all_rows_arrive 120 "after the outage"
 log "after the outage: Ready, not lagging, all $expected rows on the stream ($dups duplicates)"
 
-# 5: invalid specs are reported, naming the field.
-kc -n $TNS apply -f - <<YAML
+# 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
+# field; the rest is reported by the operator, naming the field.
+if out=$(kc -n $TNS apply -f - 2>&1 <<YAML
 apiVersion: cdc.binlogstream.io/v1alpha1
 kind: BinlogStream
 metadata: {name: badport}
 spec:
   source: {host: $NODE_IP, port: 70000, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
+  target: {stream: "bad stream name"}
+YAML
+); then die "kubectl apply accepted port 70000 and a bad stream name"; fi
+echo "$out" | grep -q "spec.source.port" || die "the apply error does not name spec.source.port: $out"
+echo "$out" | grep -q "spec.target.stream" || die "the apply error does not name spec.target.stream: $out"
+log "rejected at apply time: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"
+kc -n $TNS apply -f - <<YAML
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: badstart}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
   target: {stream: shop-changes}
+  start: "binlog.000001:2"
 ---
 apiVersion: cdc.binlogstream.io/v1alpha1
 kind: BinlogStream
@@ -123,11 +137,11 @@ spec:
   target: {stream: shop-changes}
 YAML
 invalid() { cond $TNS "$1" Ready reason | grep -qx InvalidSpec; }
-wait_until 60 "badport InvalidSpec" invalid badport
+wait_until 60 "badstart InvalidSpec" invalid badstart
 wait_until 60 "nosecret InvalidSpec" invalid nosecret
-log "badport: $(cond $TNS badport Ready message)"
+log "badstart: $(cond $TNS badstart Ready message)"
 log "nosecret: $(cond $TNS nosecret Ready message)"
-cond $TNS badport Ready message | grep -q "spec.source.port" || die "badport message does not name spec.source.port"
+cond $TNS badstart Ready message | grep -q "spec.start" || die "badstart message does not name spec.start"
 cond $TNS nosecret Ready message | grep -q "spec.source.passwordSecretRef" || die "nosecret message does not name the field"
 
 # 6: tenancy and privilege (issue 12). A Secret its owner did not opt in is refused and no
@@ -157,7 +171,7 @@ kc auth can-i --list --as "$pub_sa" -n $TNS | tee "$STATE/publisher-can-i.txt" |
 [ "$(can_i patch binlogstreams.cdc.binlogstream.io/shop --subresource=status --as "$pub_sa" -n $TNS)" = yes ] || die "the publisher cannot patch its own status"
 [ "$(can_i get secrets --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read Secrets"
 [ "$(can_i get secrets/shop-db-replication --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read its own Secret through the API"
-[ "$(can_i patch binlogstreams.cdc.binlogstream.io/badport --subresource=status --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may write another stream's status"
+[ "$(can_i patch binlogstreams.cdc.binlogstream.io/badstart --subresource=status --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may write another stream's status"
 [ "$(can_i get binlogstreams.cdc.binlogstream.io/shop --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read more than its status"
 kc auth can-i --list --as "$op_sa" -n $TNS | sed 's/^/[e2e] operator can: /' >&2
 [ "$(can_i list secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may list Secrets"
@@ -209,7 +223,7 @@ log "quota: $(cond quota-e2e blocked Ready message)"
 kc delete namespace quota-e2e --wait=false >/dev/null
 
 # 9: deleting the resource removes its children; uninstall removes the operator.
-kc -n $TNS delete bls shop badport nosecret nooptin
+kc -n $TNS delete bls shop badstart nosecret nooptin
 children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
 wait_until 90 "children of shop garbage-collected" children_gone
 hm uninstall bls -n bls-system
