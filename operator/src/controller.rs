@@ -498,6 +498,15 @@ fn same_conditions(
 
 pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = reconcile_inner(bls, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<Action, Error> {
     if bls.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them.
         ctx.forget(&key(&bls));
@@ -528,7 +537,7 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
             }
         };
     let applied = match &spec_check {
-        Ok(()) => Some(apply_children(&ctx, &bls).await?),
+        Ok(()) => Some(apply_children(ctx, &bls).await?),
         Err(_) => None,
     };
 

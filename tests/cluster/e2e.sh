@@ -222,7 +222,11 @@ wait_until 120 "blocked: Ready=False FailedCreate" quota_seen
 log "quota: $(cond quota-e2e blocked Ready message)"
 kc delete namespace quota-e2e --wait=false >/dev/null
 
-# 9: deleting the resource removes its children; uninstall removes the operator.
+# 9: API load for many streams (issue 12): CI runs 10 streams for 30 s windows; the full
+# size is BLS_SCALE_STREAMS=50 BLS_SCALE_SECONDS=60.
+BLS_SCALE_STREAMS=${BLS_SCALE_STREAMS:-10} BLS_SCALE_SECONDS=${BLS_SCALE_SECONDS:-30} bash "$HERE/scale.sh"
+
+# 10: deleting the resource removes its children; uninstall removes the operator.
 kc -n $TNS delete bls shop badstart nosecret nooptin
 children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
 wait_until 90 "children of shop garbage-collected" children_gone

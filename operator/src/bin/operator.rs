@@ -137,9 +137,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     if !args.leader_election {
-        metrics
-            .leader
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_leader(true);
         controller::run(ctx, stopped()).await;
     } else {
         let identity = std::env::var("POD_NAME")
@@ -162,9 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = stop.wait_for(|s| *s) => break,
             }
             info!(identity, "became leader; reconciling");
-            metrics
-                .leader
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(true);
             let mut lost = leader.clone();
             let mut stop2 = stop_rx.clone();
             controller::run(ctx.clone(), async move {
@@ -174,9 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await;
-            metrics
-                .leader
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(false);
             if *stop_rx.borrow() {
                 break;
             }
