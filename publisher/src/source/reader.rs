@@ -152,6 +152,10 @@ pub struct Reader {
     read_to: (Arc<str>, u64),
     /// Consecutive dumps that ended early without progress.
     early_ends: u32,
+    /// A `stop_at_end` dump reached the end: the only way `next_event` reports the end.
+    finished: bool,
+    /// When the last event (heartbeats included) arrived, for the silence watchdog.
+    last_event_at: tokio::time::Instant,
     /// After a mid-transaction resume: the rows to skip once the first transaction is known
     /// to be the checkpoint's (checked in `begin_tx`).
     pending_skip: Option<PendingSkip>,
@@ -432,6 +436,8 @@ impl Reader {
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
             early_ends: 0,
+            finished: false,
+            last_event_at: tokio::time::Instant::now(),
             pending_skip,
             plans: HashMap::new(),
             infos: HashMap::new(),
@@ -492,6 +498,8 @@ impl Reader {
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
             early_ends: 0,
+            finished: false,
+            last_event_at: tokio::time::Instant::now(),
             pending_skip: None,
             plans: HashMap::new(),
             infos: HashMap::new(),
@@ -580,6 +588,7 @@ impl Reader {
             None => debug!(file, pos, "binlog dump started"),
         }
         self.stream = Some(stream);
+        self.last_event_at = tokio::time::Instant::now();
         self.seen_fde = false;
         self.tx = None;
         self.plans.clear();
@@ -627,12 +636,29 @@ impl Reader {
         self.cfg.addr.classify(e)
     }
 
-    /// Reconnects after a transient error and resumes from [`Reader::resume_point`].
+    /// Reconnects after a transient error and resumes from [`Reader::resume_point`]. One
+    /// attempt, bounded by [`Reader::connect_timeout`] (a black-holed path would otherwise
+    /// hold it for ever); the caller retries with backoff.
     pub async fn reconnect(&mut self) -> Result<(), SourceError> {
         let cp = self.resume_point();
-        if let Some(stream) = self.stream.take() {
-            drop(stream);
+        // Dropped first: whatever happens next, no half-read dump is read on.
+        self.stream = None;
+        let limit = self.connect_timeout();
+        match tokio::time::timeout(limit, self.reconnect_at(cp)).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Silent {
+                seconds: limit.as_secs(),
+            }),
         }
+    }
+
+    /// How long one reconnect attempt may take: three heartbeat periods, at least 10 s (a
+    /// server that just started can be slow to answer).
+    pub fn connect_timeout(&self) -> Duration {
+        (self.cfg.heartbeat * 3).max(Duration::from_secs(10))
+    }
+
+    async fn reconnect_at(&mut self, cp: Checkpoint) -> Result<(), SourceError> {
         self.meta = Some(self.cfg.addr.connect().await?);
         self.skip_rows = 0;
         self.pending_skip = PendingSkip::of(&cp);
@@ -653,16 +679,39 @@ impl Reader {
     /// Waits for the next raw event. Cancel-safe (nothing is lost when the future is dropped),
     /// so it can race a timer in `select!`; [`Reader::handle`] is not.
     pub async fn next_event(&mut self) -> Result<Option<Event>, SourceError> {
+        let watchdog = self.watchdog();
+        let deadline = self.last_event_at;
         let Some(stream) = self.stream.as_mut() else {
-            return Ok(None);
+            if self.finished {
+                return Ok(None);
+            }
+            // No dump open (a reconnect failed): that is a lost connection, never the end.
+            return Err(SourceError::DumpEnded {
+                message: "no binlog dump is open (the source connection was lost)".into(),
+            });
         };
         use futures::FutureExt;
         // mysql_async parses each packet with mysql_common, which panics on some malformed
         // events: a broken packet from the source is an error, not a crashed publisher.
-        match std::panic::AssertUnwindSafe(stream.next())
-            .catch_unwind()
-            .await
-        {
+        let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
+        let next = match watchdog {
+            // Measured from the last event, not from this call: the pipeline cancels and
+            // repeats this call on every flush tick.
+            Some(limit) => match tokio::time::timeout_at(deadline + limit, next).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.stream = None;
+                    return Err(SourceError::Silent {
+                        seconds: limit.as_secs(),
+                    });
+                }
+            },
+            None => next.await,
+        };
+        if matches!(next, Ok(Some(Ok(_)))) {
+            self.last_event_at = tokio::time::Instant::now();
+        }
+        match next {
             Err(_) => {
                 self.stream = None;
                 Err(self.unsupported(
@@ -705,11 +754,20 @@ impl Reader {
                 }
                 Err(SourceError::DumpEnded { message })
             }
-            (_, true) => Ok(None),
+            (_, true) => {
+                self.finished = true;
+                Ok(None)
+            }
             (_, false) => Err(SourceError::DumpEnded {
                 message: "the source ended the binlog dump of a live stream".into(),
             }),
         }
+    }
+
+    /// Silence after which a live dump is taken as dead: three heartbeat periods (none
+    /// when no heartbeat was asked for).
+    fn watchdog(&self) -> Option<Duration> {
+        (!self.cfg.heartbeat.is_zero()).then(|| self.cfg.heartbeat * 3)
     }
 
     fn unsupported(&self, what: &str, pos: u64, reason: &str) -> SourceError {
