@@ -6,8 +6,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use mysql_async::{prelude::Queryable, BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{
-    Event, EventData, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, RowsEventData,
-    TableMapEvent, TransactionPayloadEvent,
+    Event, EventData, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, TableMapEvent,
+    TransactionPayloadEvent,
 };
 use tracing::{debug, info, warn};
 
@@ -16,14 +16,14 @@ use super::{
     error::SourceError,
     flavor,
     preflight::{self, ServerInfo},
-    query::{classify, QueryKind},
+    query::{self, classify, QueryKind, XaStatement},
     resume, schema,
 };
 use crate::{
     decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
     filter::TableFilter,
     mysql_gtid::{uuid_text, MysqlGtidSet},
-    position::{Checkpoint, GtidState, MariaGtid, StartFrom},
+    position::{Checkpoint, EventMark, GtidState, MariaGtid, StartFrom},
 };
 
 #[derive(Debug, Clone)]
@@ -89,12 +89,63 @@ struct Tx {
     explicit_begin: bool,
     /// MariaDB's FL_STANDALONE: one statement, no BEGIN/COMMIT around it.
     standalone: bool,
+    /// ROWS events read so far (every one, whatever its table): numbers the next one.
+    rows_events: u32,
+    /// How far rows were handed on (or skipped as delivered before a resume).
+    done: Option<EventMark>,
+    /// An XA transaction (XA START ... XA PREPARE): its rows are held, not handed on, until
+    /// its XA COMMIT.
+    xa: bool,
+    xid: Option<String>,
+    held: Vec<RowChange>,
+}
+
+/// An XA transaction prepared (its XA PREPARE read) but not yet committed or rolled back.
+#[derive(Debug)]
+struct PreparedXa {
+    xid: String,
+    rows: Vec<RowChange>,
+    bytes: usize,
+    /// The boundary before its first event: checkpoints do not move past it while it is
+    /// prepared, so a restart reads its rows again.
+    before: Checkpoint,
+}
+
+/// Most bytes of row records held for prepared XA transactions (they are published at their
+/// XA COMMIT, which may come much later); past it the stream stops with
+/// [`SourceError::XaTooLarge`].
+pub const XA_HELD_BYTES_MAX: usize = 256 << 20;
+
+/// Which rows of the first transaction after a resume were delivered already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    None,
+    /// Checkpoints written before event marks existed: the first n captured rows.
+    Rows(u64),
+    /// Every row of ROWS events before `event`, and the first `rows` of event `event`.
+    Mark(EventMark),
+}
+
+impl Skip {
+    /// Whether row `index` of ROWS event `event` is skipped (and counts it for `Rows`).
+    fn take(&mut self, event: u32, index: u32) -> bool {
+        match self {
+            Skip::None => false,
+            Skip::Rows(0) => false,
+            Skip::Rows(n) => {
+                *n -= 1;
+                true
+            }
+            Skip::Mark(m) => event < m.event || (event == m.event && index < m.rows),
+        }
+    }
 }
 
 /// A mid-transaction checkpoint's delivered rows, not yet matched to a transaction.
 #[derive(Debug)]
 struct PendingSkip {
     rows: u64,
+    mark: Option<EventMark>,
     tx_gtid: Option<String>,
     file: String,
     pos: u64,
@@ -104,6 +155,7 @@ impl PendingSkip {
     fn of(cp: &Checkpoint) -> Option<PendingSkip> {
         (cp.rows_done > 0).then(|| PendingSkip {
             rows: cp.rows_done,
+            mark: cp.event_mark,
             tx_gtid: cp.tx_gtid.clone(),
             file: cp.file.clone(),
             pos: cp.pos,
@@ -143,8 +195,11 @@ pub struct Reader {
     /// MySQL source with gtid_mode=ON: resumes use COM_BINLOG_DUMP_GTID, which survives a
     /// failover to another server (its file names and offsets differ).
     gtid_auto_position: bool,
-    /// Rows of the current transaction still to skip (already delivered before a resume).
-    skip_rows: u64,
+    /// Rows of the current transaction to skip (already delivered before a resume).
+    skip: Skip,
+    /// Prepared XA transactions, oldest first, and the bytes of rows they hold.
+    prepared: Vec<PreparedXa>,
+    held_bytes: usize,
     /// With `stop_at_end`: the binlog's end when the dump started, so a stream that ends
     /// before it (the server dropped the dump) is a lost connection, not the end.
     end_at_dump: Option<(String, u64)>,
@@ -417,6 +472,7 @@ impl Reader {
                 tx_gtid: None,
                 gtid_state: gtid.clone(),
                 mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
+                event_mark: None,
                 event_ts: 0,
             },
             gtid_state: gtid.clone().unwrap_or_default(),
@@ -432,7 +488,9 @@ impl Reader {
             stream: None,
             seen_fde: false,
             tx: None,
-            skip_rows: 0,
+            skip: Skip::None,
+            prepared: Vec::new(),
+            held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
             early_ends: 0,
@@ -470,6 +528,7 @@ impl Reader {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
+            event_mark: None,
             event_ts: 0,
         };
         Reader {
@@ -494,7 +553,9 @@ impl Reader {
             // A file is decoded from its first event, so its PREVIOUS_GTIDS counts.
             file_from_start: true,
             gtid_auto_position: false,
-            skip_rows: 0,
+            skip: Skip::None,
+            prepared: Vec::new(),
+            held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
             early_ends: 0,
@@ -514,8 +575,13 @@ impl Reader {
 
     /// Where a new dump must start to lose and repeat nothing that was already handed on.
     pub fn resume_point(&self) -> Checkpoint {
+        // A prepared XA transaction's rows are only in memory: read it again.
+        if let Some(p) = self.prepared.first() {
+            return p.before.clone();
+        }
         match &self.tx {
-            Some(tx) => Checkpoint {
+            // An XA transaction's rows are held, not handed on: none of them is delivered.
+            Some(tx) if !tx.xa => Checkpoint {
                 file: self.file.to_string(),
                 pos: tx.start_pos,
                 rows_done: tx.rows,
@@ -526,9 +592,10 @@ impl Reader {
                     .map(str::to_string),
                 gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                 mysql_gtid_set: self.mysql_checkpoint_set(),
+                event_mark: tx.done.filter(|_| tx.rows > 0),
                 event_ts: self.last_boundary.event_ts,
             },
-            None => self.last_boundary.clone(),
+            _ => self.last_boundary.clone(),
         }
     }
 
@@ -660,7 +727,10 @@ impl Reader {
 
     async fn reconnect_at(&mut self, cp: Checkpoint) -> Result<(), SourceError> {
         self.meta = Some(self.cfg.addr.connect().await?);
-        self.skip_rows = 0;
+        self.skip = Skip::None;
+        // Read again from `cp`, which is before every one of them.
+        self.prepared.clear();
+        self.held_bytes = 0;
         self.pending_skip = PendingSkip::of(&cp);
         self.file = cp.file.as_str().into();
         self.last_boundary = Checkpoint {
@@ -786,8 +856,9 @@ impl Reader {
         maria: Option<MariaGtid>,
         standalone: bool,
     ) -> Result<(), SourceError> {
+        let mut done = None;
         if let Some(p) = self.pending_skip.take() {
-            self.skip_rows = resume::rows_to_skip(p.tx_gtid.as_deref(), gtid.as_deref(), p.rows)
+            let rows = resume::rows_to_skip(p.tx_gtid.as_deref(), gtid.as_deref(), p.rows)
                 .map_err(|wrong| SourceError::WrongResumeTransaction {
                     received: wrong.to_string(),
                     expected: wrong.expected,
@@ -795,6 +866,14 @@ impl Reader {
                     file: p.file,
                     pos: p.pos,
                 })?;
+            self.skip = match p.mark {
+                Some(m) if rows > 0 => {
+                    done = Some(m);
+                    Skip::Mark(m)
+                }
+                _ if rows > 0 => Skip::Rows(rows),
+                _ => Skip::None,
+            };
         }
         if let Some(open) = &self.tx {
             if open.rows > 0 {
@@ -809,12 +888,70 @@ impl Reader {
             rows: 0,
             explicit_begin: false,
             standalone,
+            rows_events: 0,
+            done,
+            xa: false,
+            xid: None,
+            held: Vec::new(),
         });
         Ok(())
     }
 
+    /// XA PREPARE: the open transaction's rows stay held until its XA COMMIT, and
+    /// checkpoints stay before it.
+    fn xa_prepared(&mut self, xid: String, pos: u64) {
+        let Some(tx) = self.tx.as_mut().filter(|t| t.xa) else {
+            return;
+        };
+        let rows = std::mem::take(&mut tx.held);
+        let bytes = rows.iter().map(|r| r.body.len()).sum();
+        debug!(file = %self.file, pos, xid = %xid, rows = rows.len(), "XA transaction prepared; its rows wait for XA COMMIT");
+        self.prepared.push(PreparedXa {
+            xid,
+            rows,
+            bytes,
+            // Not advanced yet by this transaction: the boundary at its start.
+            before: self.last_boundary.clone(),
+        });
+    }
+
+    /// XA COMMIT: the prepared rows go out now, after every transaction committed between.
+    fn xa_commit(&mut self, xid: &str, pos: u64, out: &mut Vec<Item>) {
+        let Some(i) = self.prepared.iter().position(|p| p.xid == xid) else {
+            warn!(file = %self.file, pos, xid, "XA COMMIT of a transaction prepared before the start position; its rows were not read and are not published");
+            return;
+        };
+        let p = self.prepared.remove(i);
+        self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
+        out.extend(p.rows.into_iter().map(|mut r| {
+            // A checkpoint inside them would point at the PREPARE's offset with no way
+            // to resume there.
+            r.position.resumable = false;
+            Item::Row(r)
+        }));
+    }
+
+    fn xa_rollback(&mut self, xid: &str, pos: u64) {
+        if let Some(i) = self.prepared.iter().position(|p| p.xid == xid) {
+            let p = self.prepared.remove(i);
+            self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
+            debug!(file = %self.file, pos, xid, rows = p.rows.len(), "XA transaction rolled back; its rows are dropped");
+        }
+    }
+
     fn commit(&mut self, end: u64, ts: u32, out: &mut Vec<Item>) {
-        if let Some(tx) = self.tx.take() {
+        if let Some(mut tx) = self.tx.take() {
+            // Rows still held here were never prepared (a one-phase XA commit): they commit
+            // with the transaction.
+            let held = std::mem::take(&mut tx.held);
+            self.held_bytes = self
+                .held_bytes
+                .saturating_sub(held.iter().map(|r| r.body.len()).sum());
+            let resumable = self.prepared.is_empty();
+            out.extend(held.into_iter().map(|mut r| {
+                r.position.resumable = resumable;
+                Item::Row(r)
+            }));
             if let Some(g) = tx.maria_gtid {
                 self.gtid_state.apply(g);
             }
@@ -822,7 +959,7 @@ impl Reader {
                 self.mysql_gtids.add(*uuid, tag, *gno);
             }
         }
-        self.skip_rows = 0;
+        self.skip = Skip::None;
         let cp = Checkpoint {
             file: self.file.to_string(),
             pos: end,
@@ -830,10 +967,23 @@ impl Reader {
             tx_gtid: None,
             gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
             mysql_gtid_set: self.mysql_checkpoint_set(),
+            event_mark: None,
             event_ts: ts,
         };
         self.last_boundary = cp.clone();
-        out.push(Item::Commit(cp));
+        out.push(Item::Commit(self.held_back(cp)));
+    }
+
+    /// The checkpoint to hand on for boundary `cp`: `cp` itself, or while an XA transaction
+    /// is prepared, the boundary before the oldest one (with `cp`'s time, for the lag).
+    fn held_back(&self, cp: Checkpoint) -> Checkpoint {
+        match self.prepared.first() {
+            None => cp,
+            Some(p) => Checkpoint {
+                event_ts: cp.event_ts,
+                ..p.before.clone()
+            },
+        }
     }
 
     fn mysql_checkpoint_set(&self) -> Option<MysqlGtidSet> {
@@ -1017,6 +1167,13 @@ impl Reader {
                 let (g, flags2) = mariadb_gtid(ev.data(), h.server_id())
                     .ok_or_else(|| self.unsupported("MariaDB GTID event", pos, "body too short"))?;
                 self.begin_tx(pos, Some(g.to_string().into()), Some(g), flags2 & 1 != 0)?;
+                // FL_PREPARED_XA: the rows of an XA transaction up to its XA PREPARE.
+                if flags2 & 0x40 != 0 {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.xa = true;
+                        tx.xid = query::mariadb_gtid_xid(ev.data());
+                    }
+                }
             }
             t::MARIA_GTID_LIST => {
                 let list = mariadb_gtid_list(ev.data()).ok_or_else(|| {
@@ -1102,9 +1259,21 @@ impl Reader {
                         }
                         if let Some(tx) = self.tx.as_mut() {
                             tx.explicit_begin = true;
+                            // MySQL opens an XA transaction with an XA START query.
+                            if let Some(XaStatement::Start(xid)) = query::xa_statement(&sql) {
+                                tx.xa = true;
+                                tx.xid = Some(xid);
+                            }
                         }
                     }
-                    QueryKind::Commit | QueryKind::Rollback => self.commit(end, ts, out),
+                    QueryKind::Commit | QueryKind::Rollback => {
+                        match query::xa_statement(&sql) {
+                            Some(XaStatement::Commit { xid, .. }) => self.xa_commit(&xid, pos, out),
+                            Some(XaStatement::Rollback(xid)) => self.xa_rollback(&xid, pos),
+                            _ => {}
+                        }
+                        self.commit(end, ts, out)
+                    }
                     kind => {
                         if kind == QueryKind::Ddl {
                             debug!(file = %self.file, pos, "DDL: table schemas will be re-read");
@@ -1143,7 +1312,16 @@ impl Reader {
                     "the source has log_bin_compress=ON; turn it off (SET GLOBAL log_bin_compress=OFF) so row events are readable",
                 ));
             }
-            t::XID | t::XA_PREPARE => self.commit(end, ts, out),
+            t::XID => self.commit(end, ts, out),
+            t::XA_PREPARE => {
+                let (one_phase, xid) = query::xa_prepare_xid(ev.data())
+                    .ok_or_else(|| self.unsupported("XA_PREPARE event", pos, "malformed XID"))?;
+                if !one_phase {
+                    self.xa_prepared(xid, pos);
+                }
+                // One phase (MySQL's XA COMMIT ... ONE PHASE): commits here, rows and all.
+                self.commit(end, ts, out);
+            }
             t::TABLE_MAP => {
                 if self.tx.is_none() {
                     self.begin_tx(pos, None, None, false)?;
@@ -1203,10 +1381,11 @@ impl Reader {
                     gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                     mysql_gtid_set: self.mysql_checkpoint_set(),
                     // A heartbeat means the source has nothing newer: caught up as of now.
+                    event_mark: None,
                     event_ts: crate::metrics::now_unix() as u32,
                 };
                 self.last_boundary = cp.clone();
-                out.push(Item::Idle(cp));
+                out.push(Item::Idle(self.held_back(cp)));
             }
             _ => {}
         }
@@ -1229,6 +1408,15 @@ impl Reader {
             return Err(self.unsupported("ROWS event", pos, "not parsed as a rows event"));
         };
         let table_id = rows.table_id();
+        // Every ROWS event is numbered, captured or not: the numbers must not depend on the
+        // filter (see `EventMark`).
+        let ord = match self.tx.as_mut() {
+            Some(tx) => {
+                tx.rows_events += 1;
+                tx.rows_events - 1
+            }
+            None => 0,
+        };
         let entry = self
             .plans
             .get(&table_id)
@@ -1245,16 +1433,23 @@ impl Reader {
             t::DELETE_V1 | t::DELETE_V2 => ChangeKind::Delete,
             _ => ChangeKind::Update,
         };
-        let tx = self.tx.as_mut().ok_or_else(|| SourceError::UnknownTable {
-            table_id,
-            file: self.file.to_string(),
-            pos,
-        })?;
-        let gtid = tx.gtid.clone();
-        let first_row = tx.rows;
-        let tx_pos = tx.start_pos;
-        let skip = &mut self.skip_rows;
-        let n = decode_rows_into(
+        let no_prepared_xa = self.prepared.is_empty();
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(SourceError::UnknownTable {
+                table_id,
+                file: self.file.to_string(),
+                pos,
+            });
+        };
+        let xa = tx.xa;
+        // Behind a prepared XA transaction no checkpoint may point inside a transaction.
+        let resumable = !xa && no_prepared_xa;
+        let mut done = tx.done;
+        let mut held = std::mem::take(&mut tx.held);
+        let mut held_bytes = self.held_bytes;
+        let skip = &mut self.skip;
+        let mut index = 0u32;
+        let n = decode::decode_rows(
             &plan,
             &rows,
             kind,
@@ -1262,56 +1457,53 @@ impl Reader {
             self.cfg.encode,
             &self.file,
             pos,
-            tx_pos,
-            gtid.as_ref(),
+            tx.start_pos,
+            tx.gtid.as_ref(),
             ts,
-            first_row,
-            skip,
-            out,
+            tx.rows,
+            |mut row| {
+                let i = index;
+                index += 1;
+                let mark = EventMark {
+                    event: ord,
+                    rows: i + 1,
+                };
+                if done.is_none_or(|d| (d.event, d.rows) < (mark.event, mark.rows)) {
+                    done = Some(mark);
+                }
+                if skip.take(ord, i) {
+                    return;
+                }
+                row.position.rows_event = ord;
+                row.position.event_row = i;
+                row.position.resumable = resumable;
+                if xa {
+                    held_bytes += row.body.len();
+                    held.push(row);
+                } else {
+                    out.push(Item::Row(row));
+                }
+            },
         )?;
-        if let Some(tx) = self.tx.as_mut() {
-            tx.rows += n;
+        tx.rows += n;
+        tx.done = done;
+        tx.held = held;
+        self.held_bytes = held_bytes;
+        if self.held_bytes > XA_HELD_BYTES_MAX {
+            let xid = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.xid.clone())
+                .unwrap_or_else(|| "(being prepared)".into());
+            return Err(SourceError::XaTooLarge {
+                xid,
+                file: self.file.to_string(),
+                pos,
+                limit: XA_HELD_BYTES_MAX,
+            });
         }
         Ok(())
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn decode_rows_into(
-    plan: &TablePlan,
-    rows: &RowsEventData<'_>,
-    kind: ChangeKind,
-    partial: bool,
-    encode: EncodeOptions,
-    file: &Arc<str>,
-    pos: u64,
-    tx_pos: u64,
-    gtid: Option<&Arc<str>>,
-    ts: u32,
-    first_row: u64,
-    skip: &mut u64,
-    out: &mut Vec<Item>,
-) -> Result<u64, SourceError> {
-    Ok(decode::decode_rows(
-        plan,
-        rows,
-        kind,
-        partial,
-        encode,
-        file,
-        pos,
-        tx_pos,
-        gtid,
-        ts,
-        first_row,
-        |row| {
-            if *skip > 0 {
-                *skip -= 1;
-            } else {
-                out.push(Item::Row(row));
-            }
-        },
-    )?)
 }
 
 /// The dump request: by file and offset, or (MySQL, `mysql_gtids` given) COM_BINLOG_DUMP_GTID
