@@ -143,3 +143,61 @@ async fn a_restart_with_another_filter_mid_transaction_skips_no_row() {
         .expect("resume, old checkpoint");
     assert_eq!(names(&again), ["b:102", "a:3", "b:103"]);
 }
+
+/// A correctly framed INCIDENT event (LOST_EVENTS) to append at `offset`, with a CRC32 as the
+/// file's other events have (MariaDB's default binlog_checksum).
+fn incident_event(offset: u64, message: &str) -> Vec<u8> {
+    let mut body = 1u16.to_le_bytes().to_vec();
+    body.push(message.len() as u8);
+    body.extend(message.as_bytes());
+    let size = 19 + body.len() as u32 + 4;
+    let mut ev = Vec::new();
+    ev.extend(1_700_000_000u32.to_le_bytes());
+    ev.push(26);
+    ev.extend(1u32.to_le_bytes());
+    ev.extend(size.to_le_bytes());
+    ev.extend((offset as u32 + size).to_le_bytes());
+    ev.extend(0u16.to_le_bytes());
+    ev.extend(body);
+    let crc = crc32fast::hash(&ev);
+    ev.extend(crc.to_le_bytes());
+    ev
+}
+
+#[tokio::test]
+async fn an_incident_event_stops_decoding_with_its_file_and_position() {
+    use publisher::{decode::EncodeOptions, source::offline::decode_file, source::Item};
+    let db = MariaDb::start(Metadata::NoLog).await;
+    db.exec(
+        "CREATE DATABASE i; CREATE TABLE i.t (id INT PRIMARY KEY); INSERT INTO i.t VALUES (1), (2)",
+    )
+    .await;
+    let (file, _) = db.binlog_end().await;
+    let mut bytes = std::fs::read(db.datadir().join(&file)).expect("binlog");
+    let at = bytes.len() as u64;
+    bytes.extend(incident_event(at, "the server lost events"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join(&file);
+    std::fs::write(&path, &bytes).expect("write");
+
+    let mut rows = 0;
+    let err = decode_file(
+        &path,
+        TableFilter::default(),
+        EncodeOptions::default(),
+        |item| {
+            if let Item::Row(_) = item {
+                rows += 1;
+            }
+        },
+    )
+    .await
+    .expect_err("an INCIDENT event stops the decoder");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("INCIDENT event at {file}:{at}"))
+            && text.contains("incident 1: the server lost events"),
+        "{text}"
+    );
+    assert_eq!(rows, 2, "the rows before it are decoded");
+}

@@ -58,6 +58,7 @@ mod event_type {
     pub const WRITE_V1: u8 = 23;
     pub const UPDATE_V1: u8 = 24;
     pub const DELETE_V1: u8 = 25;
+    pub const INCIDENT: u8 = 26;
     pub const HEARTBEAT: u8 = 27;
     pub const WRITE_V2: u8 = 30;
     pub const UPDATE_V2: u8 = 31;
@@ -247,6 +248,28 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
         });
     }
     Some(out)
+}
+
+/// An INCIDENT event body: the incident number (1 is LOST_EVENTS) and a message of at most
+/// 255 bytes; what a damaged body lacks is reported as such, never read past its end.
+fn incident(data: &[u8]) -> (u16, String) {
+    let number = data
+        .get(0..2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    let message = match data.get(2) {
+        Some(&len) => {
+            let end = (3 + usize::from(len)).min(data.len());
+            String::from_utf8_lossy(&data[3..end]).into_owned()
+        }
+        None => String::new(),
+    };
+    let message = match (number, message.is_empty()) {
+        (1, true) => "LOST_EVENTS".to_string(),
+        (_, true) => "no message".to_string(),
+        (_, false) => message,
+    };
+    (number, message)
 }
 
 /// Why a PREVIOUS_GTIDS body cannot hold the counts it claims, read as mysql_common reads
@@ -1313,6 +1336,16 @@ impl Reader {
                 ));
             }
             t::XID => self.commit(end, ts, out),
+            t::INCIDENT => {
+                let (number, message) = incident(ev.data());
+                return Err(SourceError::Incident {
+                    file: self.file.to_string(),
+                    pos,
+                    next: end,
+                    number,
+                    message,
+                });
+            }
             t::XA_PREPARE => {
                 let (one_phase, xid) = query::xa_prepare_xid(ev.data())
                     .ok_or_else(|| self.unsupported("XA_PREPARE event", pos, "malformed XID"))?;
@@ -1587,6 +1620,18 @@ mod event_guard_tests {
         ok.extend(1u64.to_le_bytes());
         ok.extend([0u8; 16]);
         assert_eq!(implausible_previous_gtids(&ok), None);
+    }
+
+    #[test]
+    fn incident_bodies_are_read_within_their_bounds() {
+        use super::incident;
+        let mut body = vec![1, 0, 11];
+        body.extend(b"LOST_EVENTS");
+        assert_eq!(incident(&body), (1, "LOST_EVENTS".into()));
+        // A length past the body reads what is there; an empty one names the incident.
+        assert_eq!(incident(&[2, 0, 200, b'x']), (2, "x".into()));
+        assert_eq!(incident(&[1, 0]), (1, "LOST_EVENTS".into()));
+        assert_eq!(incident(&[]), (0, "no message".into()));
     }
 
     #[test]
