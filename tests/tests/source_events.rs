@@ -201,3 +201,30 @@ async fn an_incident_event_stops_decoding_with_its_file_and_position() {
     );
     assert_eq!(rows, 2, "the rows before it are decoded");
 }
+
+#[tokio::test]
+async fn a_resumed_checkpoint_keeps_the_gtid_domains_seen_before() {
+    let db = MariaDb::start(Metadata::NoLog).await;
+    db.exec(
+        "CREATE DATABASE g; CREATE TABLE g.t (id INT PRIMARY KEY);
+         SET SESSION gtid_domain_id = 5; INSERT INTO g.t VALUES (1);
+         SET SESSION gtid_domain_id = 0; INSERT INTO g.t VALUES (2);",
+    )
+    .await;
+    let first = capture::read_from_start(&db).await;
+    let cp = first.boundaries.last().expect("boundary").clone();
+    let state = cp.gtid_state.clone().expect("gtid state").to_string();
+    assert!(
+        state.starts_with("0-1-") && state.contains(",5-1-"),
+        "{state}"
+    );
+
+    db.exec("INSERT INTO g.t VALUES (3)").await;
+    let later = read_all(config(&db, StartFrom::Earliest), Some(cp))
+        .await
+        .expect("resume");
+    assert_eq!(ids(&later), vec![3]);
+    let after = later.boundaries.last().expect("boundary").clone();
+    let state = after.gtid_state.expect("gtid state").to_string();
+    assert!(state.contains(",5-1-"), "domain 5 dropped out: {state}");
+}

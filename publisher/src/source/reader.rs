@@ -487,18 +487,26 @@ impl Reader {
             check_gtid_domains(&mut meta, state).await?;
         }
 
+        // The GTID state to carry on: the start's, or the checkpoint's (a resume inside a
+        // file reads no GTID_LIST, so domains quiet since would drop out of checkpoints).
+        let seed_state = gtid.clone().or_else(|| {
+            checkpoint
+                .as_ref()
+                .and_then(|cp| cp.gtid_state.clone())
+                .filter(|_| server.is_mariadb)
+        });
         let mut reader = Reader {
             last_boundary: Checkpoint {
                 file: file.clone(),
                 pos,
                 rows_done: 0,
                 tx_gtid: None,
-                gtid_state: gtid.clone(),
+                gtid_state: seed_state.clone(),
                 mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
                 event_mark: None,
                 event_ts: 0,
             },
-            gtid_state: gtid.clone().unwrap_or_default(),
+            gtid_state: seed_state.unwrap_or_default(),
             mysql_gtids_complete: mysql_seed.is_some(),
             mysql_gtids: mysql_seed.clone().unwrap_or_default(),
             file_from_start: false,
