@@ -206,6 +206,9 @@ pub struct Reader {
     end_at_dump: Option<(String, u64)>,
     /// Where the last event read ended (file, offset).
     read_to: (Arc<str>, u64),
+    /// End of the last event read in the current file, in 64 bits: event headers carry
+    /// 32-bit positions, which wrap in files past 4 GiB (one huge transaction makes one).
+    file_end: u64,
     /// Consecutive dumps that ended early without progress.
     early_ends: u32,
     /// A `stop_at_end` dump reached the end: the only way `next_event` reports the end.
@@ -238,6 +241,10 @@ fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(MariaGtid, u8)> {
 
 fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
     let count = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?) & 0x0fff_ffff;
+    // Bounded by the body before it sizes anything: 16 bytes per GTID.
+    if count as usize > data.len().saturating_sub(4) / 16 {
+        return None;
+    }
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
         let b = data.get(4 + i * 16..4 + (i + 1) * 16)?;
@@ -248,6 +255,18 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
         });
     }
     Some(out)
+}
+
+/// The 64-bit end of an event whose header says `log_pos` (the low 32 bits), read after an
+/// event that ended at `prev_end` in the same file. Positions only grow within a file and
+/// no event is 4 GiB long, so a `log_pos` far below `prev_end`'s low bits has wrapped.
+fn widen_log_pos(prev_end: u64, log_pos: u32) -> u64 {
+    let candidate = (prev_end & !0xffff_ffff) | u64::from(log_pos);
+    if candidate + (1 << 31) < prev_end {
+        candidate + (1 << 32)
+    } else {
+        candidate
+    }
 }
 
 /// An INCIDENT event body: the incident number (1 is LOST_EVENTS) and a message of at most
@@ -524,6 +543,7 @@ impl Reader {
             held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
+            file_end: 4,
             early_ends: 0,
             finished: false,
             last_event_at: tokio::time::Instant::now(),
@@ -589,6 +609,7 @@ impl Reader {
             held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
+            file_end: 4,
             early_ends: 0,
             finished: false,
             last_event_at: tokio::time::Instant::now(),
@@ -655,6 +676,18 @@ impl Reader {
                 .await
                 .map_err(SourceError::Connection)?;
         }
+        if mysql_gtids.is_none() && gtid.is_none() && pos > u64::from(u32::MAX) {
+            // COM_BINLOG_DUMP carries a 32-bit offset (the client library would truncate it
+            // without a word and the dump would start somewhere else).
+            return Err(SourceError::BadStart {
+                start: format!("{file}:{pos}"),
+                reason: "the offset is past 4 GiB, which a binlog dump by file and offset cannot \
+                         request; resume by GTID (MySQL gtid_mode=ON; MariaDB --start gtid:STATE \
+                         with the checkpoint's gtidState)"
+                    .into(),
+            });
+        }
+        self.file_end = pos;
         let mut request = dump_request(self.cfg.server_id, file, pos, mysql_gtids);
         if self.cfg.stop_at_end {
             request = request.with_non_blocking();
@@ -1142,8 +1175,19 @@ impl Reader {
         let (pos, end) = match (h.log_pos(), self.payload) {
             // Inside a compressed transaction: positions are the payload event's.
             (0, Some((p, e))) => (p, e),
+            // Artificial events (the dump's first ROTATE and FORMAT_DESCRIPTION) have none.
+            (0, _) => (0, 0),
             (log_pos, _) => {
-                let end = u64::from(log_pos);
+                // A heartbeat reports the server's position, possibly in the next file: only
+                // widened once this file is past 4 GiB.
+                let end = if ty == t::HEARTBEAT && self.file_end <= u64::from(u32::MAX) {
+                    u64::from(log_pos)
+                } else {
+                    widen_log_pos(self.file_end, log_pos)
+                };
+                if ty != t::HEARTBEAT {
+                    self.file_end = end;
+                }
                 (end.saturating_sub(u64::from(h.event_size())), end)
             }
         };
@@ -1170,6 +1214,7 @@ impl Reader {
                 let name = String::from_utf8_lossy(&raw[..len]).into_owned();
                 self.file_from_start = rot.position() <= 4;
                 self.file = name.as_str().into();
+                self.file_end = rot.position();
                 if self.tx.is_none() {
                     self.last_boundary.file = name;
                     self.last_boundary.pos = rot.position();
@@ -1628,6 +1673,42 @@ mod event_guard_tests {
         ok.extend(1u64.to_le_bytes());
         ok.extend([0u8; 16]);
         assert_eq!(implausible_previous_gtids(&ok), None);
+    }
+
+    #[test]
+    fn a_gtid_list_count_larger_than_its_body_is_refused() {
+        use super::mariadb_gtid_list;
+        let mut one = 1u32.to_le_bytes().to_vec();
+        one.extend(5u32.to_le_bytes());
+        one.extend(1u32.to_le_bytes());
+        one.extend(9u64.to_le_bytes());
+        let list = mariadb_gtid_list(&one).expect("one GTID");
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].domain, list[0].seq), (5, 9));
+        // 0x0fffffff GTIDs claimed in 16 bytes: refused before any allocation.
+        let mut huge = 0x0fff_ffffu32.to_le_bytes().to_vec();
+        huge.extend([0u8; 16]);
+        assert!(mariadb_gtid_list(&huge).is_none());
+        assert!(mariadb_gtid_list(&one[..19]).is_none());
+    }
+
+    #[test]
+    fn positions_past_4_gib_do_not_wrap() {
+        use super::widen_log_pos;
+        const G4: u64 = 1 << 32;
+        assert_eq!(widen_log_pos(4, 120), 120);
+        assert_eq!(
+            widen_log_pos(1000, 1000),
+            1000,
+            "a heartbeat at the same place"
+        );
+        // An event ending past 4 GiB, after one ending just below.
+        assert_eq!(widen_log_pos(G4 - 100, 50), G4 + 50);
+        // Later events of the same file keep the high bits.
+        assert_eq!(widen_log_pos(G4 + 50, 900), G4 + 900);
+        assert_eq!(widen_log_pos(3 * G4 - 10, 10), 3 * G4 + 10);
+        // A position just below the previous end (not a wrap) stays where it is.
+        assert_eq!(widen_log_pos(G4 + 900, 800), G4 + 800);
     }
 
     #[test]
