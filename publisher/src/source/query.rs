@@ -65,6 +65,18 @@ pub fn classify(query: &str) -> QueryKind {
     }
 }
 
+/// MySQL 8.0.21+ logs `CREATE TABLE ... SELECT` as `CREATE TABLE ... START TRANSACTION`
+/// followed by the rows and an XID: that statement opens the transaction, it does not end it.
+pub fn opens_transaction(query: &str) -> bool {
+    let body = skip_noise(query)
+        .trim_end()
+        .trim_end_matches(';')
+        .trim_end();
+    classify(body) == QueryKind::Ddl
+        && body.len() > 17
+        && body.as_bytes()[body.len() - 17..].eq_ignore_ascii_case(b"START TRANSACTION")
+}
+
 /// The XA statements a binlog carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XaStatement {

@@ -257,6 +257,16 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
     Some(out)
 }
 
+/// Whether a statement (not BEGIN/COMMIT) ends the open transaction: it does when there is
+/// none, when MariaDB marked it standalone, or for a MySQL statement outside BEGIN (DDL is
+/// its own transaction).
+fn query_ends_tx(tx: Option<&Tx>) -> bool {
+    match tx {
+        None => true,
+        Some(tx) => tx.standalone || (tx.maria_gtid.is_none() && !tx.explicit_begin),
+    }
+}
+
 /// The 64-bit end of an event whose header says `log_pos` (the low 32 bits), read after an
 /// event that ended at `prev_end` in the same file. Positions only grow within a file and
 /// no event is 4 GiB long, so a `log_pos` far below `prev_end`'s low bits has wrapped.
@@ -1361,13 +1371,16 @@ impl Reader {
                                 "a row change was logged as a statement (session binlog_format=STATEMENT/MIXED); \
                                  its rows cannot be captured");
                         }
-                        let ends_tx = match &self.tx {
-                            None => true,
-                            Some(tx) => {
-                                tx.standalone || (tx.maria_gtid.is_none() && !tx.explicit_begin)
+                        if query::opens_transaction(&sql) {
+                            // MySQL 8.0.21+ CREATE TABLE ... SELECT: its rows follow, and
+                            // the transaction ends at their XID.
+                            if self.tx.is_none() {
+                                self.begin_tx(pos, None, None, false)?;
                             }
-                        };
-                        if ends_tx {
+                            if let Some(tx) = self.tx.as_mut() {
+                                tx.explicit_begin = true;
+                            }
+                        } else if query_ends_tx(self.tx.as_ref()) {
                             self.commit(end, ts, out);
                         }
                     }
@@ -1690,6 +1703,36 @@ mod event_guard_tests {
         huge.extend([0u8; 16]);
         assert!(mariadb_gtid_list(&huge).is_none());
         assert!(mariadb_gtid_list(&one[..19]).is_none());
+    }
+
+    #[test]
+    fn create_table_select_on_mysql_ends_at_its_xid() {
+        use super::{query, query_ends_tx, Tx};
+        // MySQL 8.0.21+: GTID, `CREATE TABLE ... START TRANSACTION`, TABLE_MAP, rows, XID.
+        let ctas = "CREATE TABLE `t2` (\n  `id` int NOT NULL\n) START TRANSACTION";
+        assert!(query::opens_transaction(ctas));
+        assert!(!query::opens_transaction("CREATE TABLE t (a int)"));
+        assert!(!query::opens_transaction("START TRANSACTION"));
+        let mut tx = Tx {
+            start_pos: 4,
+            gtid: None,
+            maria_gtid: None,
+            mysql_gtid: Some(([1; 16], String::new(), 5)),
+            rows: 0,
+            explicit_begin: false,
+            standalone: false,
+            rows_events: 0,
+            done: None,
+            xa: false,
+            xid: None,
+            held: Vec::new(),
+        };
+        // A plain DDL statement after a MySQL GTID is its own transaction...
+        assert!(query_ends_tx(Some(&tx)));
+        // ...but once the CTAS opened one, later statements do not end it: the XID does.
+        tx.explicit_begin = true;
+        assert!(!query_ends_tx(Some(&tx)));
+        assert!(query_ends_tx(None));
     }
 
     #[test]
