@@ -44,6 +44,10 @@ pub struct Metrics {
     /// on the first; the counter says why to dashboards and alerts).
     pub partial_json_unapplied: Counter,
     pub in_flight_records: Gauge,
+    /// Source side: reconnect attempts, and 1 while a binlog dump is open (0 while the
+    /// publisher is reconnecting).
+    pub source_reconnects: Counter,
+    pub source_connected: Gauge,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
     checkpoint_age: Gauge,
@@ -81,6 +85,8 @@ impl Metrics {
             oversize: Family::default(),
             partial_json_unapplied: Counter::default(),
             in_flight_records: Gauge::default(),
+            source_reconnects: Counter::default(),
+            source_connected: Gauge::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
             checkpoint_age: Gauge::default(),
@@ -127,6 +133,16 @@ impl Metrics {
             "in_flight_records",
             "Records sent or buffered but not yet acknowledged",
             m.in_flight_records.clone(),
+        );
+        r.register(
+            "source_reconnects",
+            "Attempts to reconnect to the source after the connection was lost",
+            m.source_reconnects.clone(),
+        );
+        r.register(
+            "source_connected",
+            "1 while a binlog dump from the source is open, 0 while reconnecting",
+            m.source_connected.clone(),
         );
         r.register(
             "checkpoint_position",

@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::time::sleep_until;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     checkpoint::{CheckpointError, CheckpointStore},
@@ -84,6 +84,78 @@ impl<C: CheckpointStore> Saver<'_, C> {
     }
 }
 
+enum Reconnected {
+    Yes,
+    ShutDown,
+    /// An error a reconnect cannot cure (credentials, purged binlog, bad start).
+    Failed(SourceError),
+}
+
+/// First wait before a reconnect attempt; doubled after every failure up to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The wait before attempt `attempt` (from 1): exponential, capped, with ±20 % jitter so
+/// publishers that lost the same server do not all come back in the same instant.
+fn backoff(attempt: u32, cap: Duration) -> Duration {
+    use rand::Rng;
+    let exp = FIRST_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    exp.min(cap).mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+}
+
+/// Reconnects after a transient source error, for as long as the source may come back:
+/// attempts with backoff until one succeeds, an error that needs a person, or shutdown.
+/// Readiness is false ("source: ...") and `binlogstream_source_connected` 0 meanwhile.
+async fn reconnect(
+    reader: &mut Reader,
+    metrics: &Metrics,
+    max_backoff: Duration,
+    lost: SourceError,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Reconnected {
+    let since = Instant::now();
+    warn!(error = %lost, "source connection lost; reconnecting");
+    metrics.source_connected.set(0);
+    metrics.set_ready(false, Some(format!("source: {lost}")));
+    let mut attempt = 0u32;
+    let mut wait = backoff(1, max_backoff);
+    loop {
+        attempt += 1;
+        tokio::select! {
+            _ = shutdown.as_mut() => return Reconnected::ShutDown,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        metrics.source_reconnects.inc();
+        let outcome = tokio::select! {
+            _ = shutdown.as_mut() => return Reconnected::ShutDown,
+            r = reader.reconnect() => r,
+        };
+        match outcome {
+            Ok(()) => {
+                info!(
+                    attempts = attempt,
+                    down_ms = since.elapsed().as_millis() as u64,
+                    "source connection restored"
+                );
+                metrics.source_connected.set(1);
+                metrics.set_ready(true, None);
+                return Reconnected::Yes;
+            }
+            Err(e) if e.is_transient() => {
+                wait = backoff(attempt + 1, max_backoff);
+                debug!(attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "source still unreachable");
+                metrics.set_ready(
+                    false,
+                    Some(format!("source: {e} (reconnect attempt {attempt})")),
+                );
+            }
+            Err(e) => {
+                warn!(attempts = attempt, error = %e, "reconnecting to the source failed for good");
+                return Reconnected::Failed(e);
+            }
+        }
+    }
+}
+
 /// Runs until `shutdown` resolves, the stream ends (`stop_at_end`) or a non-transient error.
 /// On every exit path it flushes the sink and stores the final checkpoint first, so what was
 /// delivered is never read again and nothing undelivered is marked as done.
@@ -111,7 +183,7 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     let mut summary = Summary::default();
     let mut items = Vec::with_capacity(1024);
     let mut flush_at: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(250);
+    metrics.source_connected.set(1);
 
     let outcome: Result<(), PipelineError> = loop {
         let next = match flush_at {
@@ -149,22 +221,14 @@ pub async fn run<S: Sink, C: CheckpointStore>(
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => backoff = Duration::from_millis(250),
+            Ok(()) => {}
             Err(e) if e.is_transient() => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
-                metrics.set_ready(false, Some(format!("source: {e}")));
-                tokio::select! {
-                    _ = &mut shutdown => break Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(opts.max_backoff);
-                match reader.reconnect().await {
-                    Ok(()) => {
-                        metrics.set_ready(true, None);
-                        continue;
-                    }
-                    Err(e) if e.is_transient() => continue,
-                    Err(e) => break Err(e.into()),
+                // Partial output of the failed event: the resume point does not count it.
+                items.clear();
+                match reconnect(&mut reader, &metrics, opts.max_backoff, e, &mut shutdown).await {
+                    Reconnected::Yes => continue,
+                    Reconnected::ShutDown => break Ok(()),
+                    Reconnected::Failed(e) => break Err(e.into()),
                 }
             }
             Err(e) => {

@@ -7,6 +7,7 @@ pub mod kinesis;
 pub mod mariadb;
 pub mod node_agg;
 pub mod python;
+pub mod tcp_proxy;
 
 /// Workspace root, for scripts and built binaries.
 /// The recorded MySQL binlogs (read in place, never copied), or `None` after saying the test

@@ -39,6 +39,9 @@ pub struct MariaDb {
     root_tls: bool,
     /// Password of the `repl` user (REPLICATION SLAVE, BINLOG MONITOR, SELECT).
     pub repl_password: String,
+    /// The server's command line, kept to start it again on the same port and datadir.
+    args: Vec<String>,
+    socket: PathBuf,
 }
 
 fn find_bin(name: &str) -> PathBuf {
@@ -157,69 +160,36 @@ impl MariaDb {
         let db = loop {
             attempt += 1;
             let port = free_port();
-            let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log");
-            let child = Command::new(find_bin("mariadbd"))
-                .args([
-                    "--no-defaults",
-                    "--user=root",
-                    "--bind-address=127.0.0.1",
-                    "--skip-name-resolve",
-                ])
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--port={port}"))
-                .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-                .arg(format!("--log-bin={}", data.join("binlog").display()))
-                .args([
-                    "--binlog-format=ROW",
-                    "--server-id=1",
-                    "--character-set-server=utf8mb4",
-                ])
-                .arg(format!("--binlog-row-metadata={meta}"))
-                .args([
-                    "--innodb-buffer-pool-size=64M",
-                    "--innodb-log-file-size=48M",
-                    "--max-allowed-packet=64M",
-                ])
-                .args(&tls_args)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn mariadbd");
+            let mut args: Vec<String> = vec![
+                "--no-defaults".into(),
+                "--user=root".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--skip-name-resolve".into(),
+                format!("--datadir={}", data.display()),
+                format!("--port={port}"),
+                format!("--socket={}", socket.display()),
+                format!("--pid-file={}", dir.path().join("pid").display()),
+                format!("--log-bin={}", data.join("binlog").display()),
+                "--binlog-format=ROW".into(),
+                "--server-id=1".into(),
+                "--character-set-server=utf8mb4".into(),
+                format!("--binlog-row-metadata={meta}"),
+                "--innodb-buffer-pool-size=64M".into(),
+                "--innodb-log-file-size=48M".into(),
+                "--max-allowed-packet=64M".into(),
+            ];
+            args.extend(tls_args.iter().cloned());
+            args.extend(extra.iter().map(|a| a.to_string()));
             let mut db = MariaDb {
-                child: Some(child),
+                child: None,
                 dir,
                 port,
                 root_tls: tls.is_some(),
                 repl_password: "repl-pw".into(),
+                args,
+                socket: socket.clone(),
             };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let ours = loop {
-                let exited = db
-                    .child
-                    .as_mut()
-                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                    .unwrap_or(true);
-                if exited {
-                    break false;
-                }
-                if let Ok(mut conn) = Conn::new(db.root_opts()).await {
-                    let theirs: Option<String> =
-                        conn.query_first("SELECT @@socket").await.ok().flatten();
-                    let _ = conn.disconnect().await;
-                    if theirs.as_deref() == Some(&*socket.to_string_lossy()) {
-                        break true;
-                    }
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "mariadbd did not start: {}",
-                    db.log()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            if ours {
+            if db.spawn_and_wait().await {
                 break db;
             }
             assert!(attempt < 5, "mariadbd did not start: {}", db.log());
@@ -240,6 +210,91 @@ impl MariaDb {
         .expect("create repl user");
         let _ = conn.disconnect().await;
         db
+    }
+
+    /// Spawns `mariadbd` with the stored arguments and waits until it answers; false when it
+    /// exited first (another server took the port). The log is appended to, so a restart
+    /// keeps the earlier run's lines.
+    async fn spawn_and_wait(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mariadbd.log"))
+            .expect("log");
+        let child = Command::new(find_bin("mariadbd"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        // A free port found by binding port 0 can be taken by a parallel test's server
+        // before ours binds it; our server then exits and the other one answers. So the
+        // server answering must be ours (its socket path).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .unwrap_or(true);
+            if exited {
+                return false;
+            }
+            if let Ok(mut conn) = Conn::new(self.root_opts()).await {
+                let theirs: Option<String> =
+                    conn.query_first("SELECT @@socket").await.ok().flatten();
+                let _ = conn.disconnect().await;
+                if theirs.as_deref() == Some(&*self.socket.to_string_lossy()) {
+                    return true;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not start: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Shuts the server down as a maintenance restart does (SIGTERM, clients see the
+    /// connection end) and waits for it to exit.
+    pub fn shutdown(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped server again on the same port and datadir (binlogs kept).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        assert!(
+            self.spawn_and_wait().await,
+            "mariadbd did not start again on port {} (taken?): {}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// Shuts down, stays down for `down`, then starts again.
+    pub async fn restart(&mut self, down: Duration) {
+        self.shutdown();
+        tokio::time::sleep(down).await;
+        self.start_again().await;
+    }
+
+    /// The server's datadir (binlogs are `binlog.NNNNNN` in it).
+    pub fn datadir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn log(&self) -> String {
@@ -297,6 +352,7 @@ impl MariaDb {
         row
     }
 
+    /// Kills the server (SIGKILL), as a crash does.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

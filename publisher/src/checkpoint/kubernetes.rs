@@ -216,6 +216,7 @@ impl CheckpointStore for KubeCheckpoint {
             tx_gtid: cp.transaction_gtid.filter(|g| !g.is_empty()),
             gtid_state,
             mysql_gtid_set,
+            event_mark: None,
             event_ts,
         };
         if let Ok(mut s) = self.writer.state.lock() {
@@ -326,6 +327,7 @@ mod tests {
                 tx_gtid: Some("0-1-56".into()),
                 gtid_state: None,
                 mysql_gtid_set: None,
+                event_mark: None,
                 event_ts: 0,
             })
             .await

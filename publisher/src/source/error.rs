@@ -74,6 +74,28 @@ pub enum SourceError {
     },
     #[error("{message}; resuming from the last transaction boundary")]
     DumpEnded { message: String },
+    /// The watchdog: a live dump gets a heartbeat every heartbeat period when idle, so a
+    /// connection that delivers nothing for three periods is dead (a black-holed path).
+    #[error("no event and no heartbeat from the source for {seconds} s (three heartbeat periods); taking the connection as lost")]
+    Silent { seconds: u64 },
+    /// The source logged that its binlog lost events; a replica stops here too.
+    #[error("INCIDENT event at {file}:{pos}: the source recorded that its binlog is missing changes (incident {number}: {message}); a replica stops here. The changes around it are not in the binlog, so the stream cannot go on without a person: re-sync consumers from a fresh snapshot, then start after this event (--start {file}:{next})")]
+    Incident {
+        file: String,
+        pos: u64,
+        /// Where the event ends: the first position after it.
+        next: u64,
+        number: u16,
+        message: String,
+    },
+    /// Rows of prepared XA transactions are held in memory until their XA COMMIT.
+    #[error("XA transaction {xid} at {file}:{pos} is prepared but not committed, and the rows held for prepared XA transactions exceed {limit} bytes; commit or roll back prepared XA transactions on the source (XA RECOVER lists them), then restart")]
+    XaTooLarge {
+        xid: String,
+        file: String,
+        pos: u64,
+        limit: usize,
+    },
     #[error("{what} at {file}:{pos} cannot be decoded: {reason}")]
     Unsupported {
         what: String,
@@ -87,7 +109,9 @@ impl SourceError {
     /// True when reconnecting and resuming from the last transaction boundary may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Unreachable { .. } | SourceError::DumpEnded { .. } => true,
+            SourceError::Unreachable { .. }
+            | SourceError::DumpEnded { .. }
+            | SourceError::Silent { .. } => true,
             SourceError::Connection(e) => match e {
                 mysql_async::Error::Io(_) => true,
                 // server shutdown, lost connection, too many connections, killed query
