@@ -105,8 +105,10 @@ async fn run_with<S: Sink, C: CheckpointStore>(
     if let Some(cp) = &checkpoint {
         info!(file = %cp.file, pos = cp.pos, rows_done = cp.rows_done, "resuming from checkpoint");
     }
+    let mut opts = cfg.pipeline.clone();
+    opts.store_start = checkpoint.is_none();
     let reader = Reader::open(cfg.source.clone(), checkpoint).await?;
-    Ok(pipeline::run(reader, sink, store, &cfg.pipeline, shutdown_signal()).await?)
+    Ok(pipeline::run(reader, sink, store, &opts, shutdown_signal()).await?)
 }
 
 /// One CamelCase word for the status report, from the error that stopped the publisher.
@@ -127,6 +129,11 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SourceError>() {
             return source(s);
+        }
+        match cause.downcast_ref::<PipelineError>() {
+            Some(PipelineError::DrainIncomplete { .. }) => return "DrainIncomplete",
+            Some(PipelineError::Checkpoint(_)) => return "CheckpointStoreFailed",
+            _ => {}
         }
         if let Some(PipelineError::Source(s)) = cause.downcast_ref::<PipelineError>() {
             return source(s);
@@ -177,6 +184,8 @@ async fn report_status(
                     "KinesisFailing"
                 } else if p.starts_with("source") {
                     "SourceUnreachable"
+                } else if p.starts_with("checkpoint store") {
+                    "CheckpointStoreFailing"
                 } else {
                     "Starting"
                 };
@@ -330,7 +339,15 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 3: stopped as asked but not fully drained (see --drain-timeout-secs); nothing is
+            // lost, a restart sends the rest. 1: every other failure.
+            let drain_incomplete = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<pipeline::PipelineError>(),
+                    Some(pipeline::PipelineError::DrainIncomplete { .. })
+                )
+            });
+            std::process::ExitCode::from(if drain_incomplete { 3 } else { 1 })
         }
     }
 }

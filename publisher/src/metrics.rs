@@ -44,6 +44,8 @@ pub struct Metrics {
     /// on the first; the counter says why to dashboards and alerts).
     pub partial_json_unapplied: Counter,
     pub in_flight_records: Gauge,
+    /// Checkpoint writes that failed and will be retried (the stream goes on meanwhile).
+    pub checkpoint_store_failures: Counter,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
     checkpoint_age: Gauge,
@@ -55,6 +57,9 @@ pub struct Metrics {
     ready: AtomicBool,
     /// Why the publisher is not ready (shown by /readyz).
     problem: Mutex<Option<String>>,
+    /// Set while checkpoints cannot be stored; kept apart from `problem`, which the source
+    /// and the sink set and clear.
+    store_problem: Mutex<Option<String>>,
     registry: Registry,
 }
 
@@ -81,6 +86,7 @@ impl Metrics {
             oversize: Family::default(),
             partial_json_unapplied: Counter::default(),
             in_flight_records: Gauge::default(),
+            checkpoint_store_failures: Counter::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
             checkpoint_age: Gauge::default(),
@@ -89,6 +95,7 @@ impl Metrics {
             acked_event_ts: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             problem: Mutex::new(None),
+            store_problem: Mutex::new(None),
             registry: Registry::with_prefix("binlogstream"),
         };
         let r = &mut m.registry;
@@ -127,6 +134,11 @@ impl Metrics {
             "in_flight_records",
             "Records sent or buffered but not yet acknowledged",
             m.in_flight_records.clone(),
+        );
+        r.register(
+            "checkpoint_store_failures",
+            "Checkpoint writes that failed and are being retried (see checkpoint_age_seconds)",
+            m.checkpoint_store_failures.clone(),
         );
         r.register(
             "checkpoint_position",
@@ -182,10 +194,17 @@ impl Metrics {
         }
     }
 
+    /// Why checkpoints cannot be stored now (`None` once they can again).
+    pub fn set_store_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.store_problem.lock() {
+            *p = problem;
+        }
+    }
+
     /// `None` when ready; otherwise why not.
     pub fn problem(&self) -> Option<String> {
         if self.ready.load(Ordering::Relaxed) {
-            None
+            self.store_problem.lock().ok().and_then(|p| p.clone())
         } else {
             Some(
                 self.problem
@@ -226,19 +245,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        let why = m
-            .problem
-            .lock()
-            .ok()
-            .and_then(|p| p.clone())
-            .unwrap_or_else(|| "starting".into());
-        (
+    match m.problem() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
-        )
+        ),
     }
 }
 
