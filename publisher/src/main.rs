@@ -210,25 +210,14 @@ async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summa
     if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
         let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone()).await?;
         // Read the stored checkpoint before anything writes the status (see StatusWriter).
-        KubeCheckpoint {
-            writer: writer.clone(),
-        }
-        .load()
-        .await?;
+        KubeCheckpoint::new(writer.clone()).load().await?;
         writer.set_report("Starting", None, None);
         let reporter = tokio::spawn(report_status(
             writer.clone(),
             cfg.pipeline.metrics.clone(),
             cfg.source.addr.clone(),
         ));
-        let result = run_with(
-            cfg,
-            sink,
-            &mut KubeCheckpoint {
-                writer: writer.clone(),
-            },
-        )
-        .await;
+        let result = run_with(cfg, sink, &mut KubeCheckpoint::new(writer.clone())).await;
         reporter.abort();
         match &result {
             Ok(_) => writer.set_report("Stopped", None, None),
