@@ -389,3 +389,100 @@ pub async fn run<S: Sink, C: CheckpointStore>(
         (Ok(()), Ok(()), None) => Ok(summary),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose writes fail like a full disk until `fail` runs out.
+    struct FullDisk {
+        fail: u32,
+        stored: Vec<Checkpoint>,
+    }
+
+    impl CheckpointStore for FullDisk {
+        async fn load(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
+            Ok(None)
+        }
+
+        async fn save(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(CheckpointError::Io {
+                    path: "cp.json".into(),
+                    source: std::io::ErrorKind::StorageFull.into(),
+                });
+            }
+            self.stored.push(cp.clone());
+            Ok(())
+        }
+    }
+
+    fn cp(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "binlog.000001".into(),
+            pos,
+            rows_done: 0,
+            tx_gtid: None,
+            gtid_state: None,
+            mysql_gtid_set: None,
+            event_ts: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_retried_with_the_newest_checkpoint() {
+        let metrics = Metrics::new();
+        metrics.set_ready(true, None);
+        let mut store = FullDisk {
+            fail: 2,
+            stored: Vec::new(),
+        };
+        let mut saver = Saver {
+            store: &mut store,
+            metrics: &metrics,
+            interval: Duration::ZERO,
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        };
+        saver.offer(Some(cp(10)), false).await.expect("goes on");
+        saver.offer(Some(cp(20)), false).await.expect("goes on");
+        assert_eq!(metrics.checkpoint_store_failures.get(), 2);
+        assert!(metrics
+            .problem()
+            .is_some_and(|p| p.starts_with("checkpoint store failing")));
+        assert_eq!(saver.saved, None);
+        saver.offer(Some(cp(30)), false).await.expect("stored");
+        assert_eq!(saver.saved, Some(cp(30)));
+        assert_eq!(metrics.problem(), None, "/readyz recovers");
+        assert_eq!(store.stored, vec![cp(30)], "only the newest is written");
+    }
+
+    #[tokio::test]
+    async fn the_final_checkpoint_is_retried_until_the_deadline() {
+        let metrics = Metrics::new();
+        let mut store = FullDisk {
+            fail: u32::MAX,
+            stored: Vec::new(),
+        };
+        let mut saver = Saver {
+            store: &mut store,
+            metrics: &metrics,
+            interval: Duration::ZERO,
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        };
+        let started = Instant::now();
+        let e = saver
+            .finish(Some(cp(10)), started + Duration::from_millis(700))
+            .await
+            .expect_err("never stored");
+        assert!(started.elapsed() < Duration::from_millis(900));
+        assert!(e.to_string().contains("drain deadline"), "{e}");
+        assert!(metrics.checkpoint_store_failures.get() >= 3);
+    }
+}
