@@ -424,6 +424,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn drain_timeout_defaults_below_the_grace_period_and_rejects_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").expect("pw");
+        let args = |secs: Option<u64>| RunArgs {
+            source: Some("mysql://repl@db:3306".into()),
+            password_file: Some(pw.clone()),
+            drain_timeout_secs: secs,
+            ..Default::default()
+        };
+        let default = args(None).resolve().expect("resolve");
+        assert_eq!(default.pipeline.drain_timeout, Duration::from_secs(20));
+        let set = args(Some(7)).resolve().expect("resolve");
+        assert_eq!(set.pipeline.drain_timeout, Duration::from_secs(7));
+        let e = args(Some(0)).resolve().expect_err("zero").to_string();
+        assert!(e.contains("drain-timeout-secs"), "{e}");
+    }
+
+    #[test]
     fn file_values_apply_and_flags_win() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("p.toml");

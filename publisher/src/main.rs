@@ -200,8 +200,9 @@ async fn report_status(
                 );
             }
         }
+        // A failure is logged (once per change) and counted by the writer itself.
         if let Err(e) = writer.write().await {
-            tracing::warn!(error = %e, "could not report to the BinlogStream status");
+            tracing::debug!(error = %e, "could not report to the BinlogStream status");
         }
     }
 }
@@ -219,6 +220,7 @@ async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summa
         ));
         let result = run_with(cfg, sink, &mut KubeCheckpoint::new(writer.clone())).await;
         reporter.abort();
+        let _ = reporter.await;
         match &result {
             Ok(_) => writer.set_report("Stopped", None, None),
             Err(e) => writer.set_report("Failed", Some(reason_of(e)), Some(format!("{e:#}"))),
