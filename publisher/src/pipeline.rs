@@ -2,10 +2,7 @@
 
 use std::{
     future::Future,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -171,12 +168,16 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     opts: &PipelineOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, PipelineError> {
-    // Tells a requested stop (bounded by the drain deadline) from the end of the stream.
-    let requested = AtomicBool::new(false);
+    // When a stop was requested (the drain deadline runs from then), as opposed to the end
+    // of the stream.
+    let requested_at = std::sync::OnceLock::<Instant>::new();
     let shutdown = async {
         shutdown.await;
-        requested.store(true, Ordering::Relaxed);
+        let _ = requested_at.set(Instant::now());
     };
+    let budget = opts.drain_timeout;
+    // Part of the budget stays for the final checkpoint write.
+    let reserve = (budget / 4).min(Duration::from_secs(5));
     tokio::pin!(shutdown);
     let metrics = opts.metrics.clone();
     metrics.set_ready(true, None);
@@ -280,16 +281,21 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 Item::Row(row) => {
                     summary.rows += 1;
                     metrics.rows_read.inc();
-                    // A full lane waits for the sink (back-pressure); a stop must not wait
-                    // with it. A write given up is never acknowledged, so no checkpoint
-                    // passes its row.
+                    // A full lane waits for the sink (back-pressure). A stop lets the write
+                    // finish within the drain deadline and sends nothing after it; a write
+                    // given up is never acknowledged, so no checkpoint passes its row.
+                    let write = sink.write_row(row);
+                    tokio::pin!(write);
                     tokio::select! {
                         biased;
+                        r = &mut write => r,
                         _ = &mut shutdown => {
                             stopped = true;
-                            break;
+                            match tokio::time::timeout(budget - reserve, &mut write).await {
+                                Ok(r) => r,
+                                Err(_) => break,
+                            }
                         }
-                        r = sink.write_row(row) => r,
                     }
                 }
                 Item::Commit(cp) => {
@@ -300,6 +306,9 @@ pub async fn run<S: Sink, C: CheckpointStore>(
             };
             if let Err(e) = r {
                 failed = Some(e);
+                break;
+            }
+            if stopped {
                 break;
             }
         }
@@ -318,17 +327,16 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     // A stop that was asked for, or forced by an error, is bounded by the drain deadline; the
     // end of the stream (--stop-at-end) waits for delivery as the stream itself does.
     metrics.set_ready(false, Some("stopping".into()));
-    let requested = requested.load(Ordering::Relaxed);
-    let budget = opts.drain_timeout;
-    let deadline = (requested || outcome.is_err()).then(|| Instant::now() + budget);
-    if requested {
-        info!(
-            drain_timeout_s = budget.as_secs(),
-            "stop requested: draining the sink"
-        );
-    }
-    // Part of the budget stays for the final checkpoint write.
-    let reserve = (budget / 4).min(Duration::from_secs(5));
+    let deadline = match requested_at.get() {
+        Some(at) => {
+            info!(
+                drain_timeout_s = budget.as_secs(),
+                "stop requested: draining the sink"
+            );
+            Some(*at + budget)
+        }
+        None => outcome.is_err().then(|| Instant::now() + budget),
+    };
     let (drained, timed_out) = match deadline {
         Some(d) => match tokio::time::timeout_at((d - reserve).into(), sink.drain()).await {
             Ok(r) => (r, false),
