@@ -104,3 +104,5 @@ if [ ! -x "$DENY/bin/cargo-deny" ]; then
   rm -rf "$tmp.target" "$tmp/.crates.toml" "$tmp/.crates2.json"
   mv -T "$tmp" "$DENY" 2>/dev/null || rm -rf "$tmp"
 fi
+# tests/run.sh finds the pinned version here.
+ln -sfn "cargo-deny-$CARGO_DENY_VERSION" "$CACHE/cargo-deny"
