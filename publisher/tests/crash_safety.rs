@@ -178,13 +178,21 @@ async fn sigterm_drains_and_repeats_nothing() {
     let seed: u64 = rand::random();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let writer = spawn_writer(db.port);
+    let log = dir.path().join("publisher.log");
     for _ in 0..10 {
-        let child = publisher(&db, &k, "term", &cp, &[]).spawn().expect("spawn");
+        let child = publisher(&db, &k, "term", &cp, &[])
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn");
         tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
         signal(&child, "-TERM");
         let mut child = child;
         let status = child.wait().expect("wait");
-        assert!(status.success(), "SIGTERM exits 0 (seed {seed})");
+        assert!(
+            status.success(),
+            "SIGTERM exits 0 (seed {seed}), got {status:?}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
     writer.await.expect("writer");
     let (records, distinct) = finish_and_count(&db, &k, "term", &cp).await;
