@@ -458,6 +458,7 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
                     volumes: Some(volumes),
                     node_selector: s.publisher.node_selector.clone(),
                     tolerations: s.publisher.tolerations.clone(),
+                    // Above the publisher's drain deadline (20 s) plus its final status write (10 s).
                     termination_grace_period_seconds: Some(60),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
