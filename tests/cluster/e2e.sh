@@ -14,7 +14,14 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 . "$HERE/common.sh"
 
-cleanup() { status=$?; hm uninstall bls -n bls-system >/dev/null 2>&1 || true; bash "$HERE/down.sh" || status=1; exit $status; }
+diagnose() {
+  echo "---- e2e failed: state for diagnosis ----" >&2
+  kc get bls -A -o wide >&2 || true
+  kc -n shop get bls shop -o jsonpath='{.status}' >&2 || true; echo >&2
+  kc -n shop logs -l app.kubernetes.io/instance=shop --tail=40 >&2 || true
+  kc -n bls-system logs -l app.kubernetes.io/name=binlogstream-operator --tail=40 >&2 || true
+}
+cleanup() { status=$?; [ "$status" = 0 ] || diagnose; hm uninstall bls -n bls-system >/dev/null 2>&1 || true; bash "$HERE/down.sh" || status=1; exit $status; }
 trap cleanup EXIT
 
 bash "$HERE/up.sh"

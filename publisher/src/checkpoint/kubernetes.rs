@@ -556,7 +556,7 @@ mod tests {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
-            event_ts: 0,
+            event_ts: 0,            event_mark: None,
         }
     }
 
