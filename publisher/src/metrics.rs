@@ -44,6 +44,11 @@ pub struct Metrics {
     /// on the first; the counter says why to dashboards and alerts).
     pub partial_json_unapplied: Counter,
     pub in_flight_records: Gauge,
+    /// Kinesis sink: request tasks alive, ack-queue entries, aggregated rows re-sent after a
+    /// reshard (see `sink::kinesis`).
+    pub sink_tasks: Gauge,
+    pub ack_queue_len: Gauge,
+    pub reshard_resent: Counter,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
     checkpoint_age: Gauge,
@@ -81,6 +86,9 @@ impl Metrics {
             oversize: Family::default(),
             partial_json_unapplied: Counter::default(),
             in_flight_records: Gauge::default(),
+            sink_tasks: Gauge::default(),
+            ack_queue_len: Gauge::default(),
+            reshard_resent: Counter::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
             checkpoint_age: Gauge::default(),
@@ -127,6 +135,21 @@ impl Metrics {
             "in_flight_records",
             "Records sent or buffered but not yet acknowledged",
             m.in_flight_records.clone(),
+        );
+        r.register(
+            "sink_tasks",
+            "Sink request tasks alive (at most one per lane)",
+            m.sink_tasks.clone(),
+        );
+        r.register(
+            "ack_queue_len",
+            "Rows and transaction boundaries waiting for acknowledgement",
+            m.ack_queue_len.clone(),
+        );
+        r.register(
+            "reshard_resent_records",
+            "Aggregated rows re-sent because their aggregate landed on a shard whose hash range does not hold their key (after a reshard)",
+            m.reshard_resent.clone(),
         );
         r.register(
             "checkpoint_position",

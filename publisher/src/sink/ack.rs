@@ -72,8 +72,14 @@ impl AckTracker {
         seq
     }
 
+    /// A boundary right behind another (no row between: a filtered transaction, an idle
+    /// heartbeat) replaces it, so while the sink is stalled the queue grows with rows in
+    /// flight, not with the source's commits.
     pub fn push_boundary(&mut self, cp: Checkpoint) {
-        self.slots.push_back(Slot::Boundary(Box::new(cp)));
+        match self.slots.back_mut() {
+            Some(Slot::Boundary(last)) => **last = cp,
+            _ => self.slots.push_back(Slot::Boundary(Box::new(cp))),
+        }
         self.advance();
     }
 
@@ -128,6 +134,11 @@ impl AckTracker {
     /// Rows registered but not yet acknowledged.
     pub fn unacked(&self) -> usize {
         self.unacked
+    }
+
+    /// Entries waiting: rows in flight and the boundaries between them.
+    pub fn queued(&self) -> usize {
+        self.slots.len()
     }
 
     /// The newest fully delivered checkpoint, if it moved since the last call.
@@ -204,6 +215,24 @@ mod tests {
         assert_eq!(t.take_durable(), Some(boundary(500)));
         assert_eq!(t.take_durable(), None);
         assert_eq!(t.unacked(), 0);
+    }
+
+    #[test]
+    fn consecutive_boundaries_take_one_slot() {
+        let mut t = AckTracker::default();
+        let a = t.push_row(&row(0));
+        for pos in 500..3500 {
+            t.push_boundary(boundary(pos));
+        }
+        assert_eq!(t.queued(), 2, "one row and the newest boundary");
+        let b = t.push_row(&row(1));
+        t.push_boundary(boundary(4000));
+        assert_eq!(t.queued(), 4);
+        t.ack(a);
+        assert_eq!(t.take_durable(), Some(boundary(3499)));
+        t.ack(b);
+        assert_eq!(t.take_durable(), Some(boundary(4000)));
+        assert_eq!(t.queued(), 0);
     }
 
     #[test]

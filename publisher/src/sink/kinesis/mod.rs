@@ -32,7 +32,7 @@ use std::{
 };
 
 use aws_sdk_kinesis::{primitives::Blob, types::StreamStatus, Client};
-use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use tracing::{error, warn};
 
 use self::{
@@ -196,9 +196,9 @@ pub struct KinesisSink {
     delivery: Arc<Delivery>,
     lanes: Vec<Lane>,
     tracker: AckTracker,
-    done_tx: mpsc::UnboundedSender<LaneDone>,
-    done_rx: mpsc::UnboundedReceiver<LaneDone>,
-    tasks: tokio::task::JoinSet<()>,
+    /// One task per busy lane; each is joined (reaped) as soon as it finishes, so a finished
+    /// request keeps no memory.
+    tasks: JoinSet<LaneDone>,
     metrics: Arc<Metrics>,
     failed: Option<String>,
     /// Hash-key ranges of the stream's open shards (aggregation mode), sorted by start.
@@ -248,7 +248,6 @@ pub async fn shard_ranges(client: &Client, stream: &str) -> Result<Vec<(u128, u1
 
 impl KinesisSink {
     pub fn new(client: Client, cfg: KinesisConfig, metrics: Arc<Metrics>) -> KinesisSink {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let lanes = (0..cfg.max_in_flight.max(1)).map(|_| Lane::new()).collect();
         KinesisSink {
             delivery: Arc::new(Delivery {
@@ -261,9 +260,7 @@ impl KinesisSink {
             cfg,
             lanes,
             tracker: AckTracker::default(),
-            done_tx,
-            done_rx,
-            tasks: tokio::task::JoinSet::new(),
+            tasks: JoinSet::new(),
             metrics,
             failed: None,
             shards: Vec::new(),
@@ -314,6 +311,19 @@ impl KinesisSink {
         }
     }
 
+    fn on_joined(&mut self, joined: Result<LaneDone, JoinError>) {
+        match joined {
+            Ok(done) => self.on_done(done),
+            Err(e) => {
+                // The lane stays busy: nothing more is sent, and the pipeline stops.
+                error!(error = %e, "Kinesis delivery task failed");
+                self.failed
+                    .get_or_insert_with(|| format!("Kinesis delivery task failed: {e}"));
+            }
+        }
+        self.gauges();
+    }
+
     fn on_done(&mut self, done: LaneDone) {
         self.lanes[done.lane].busy = false;
         match done.result {
@@ -330,24 +340,36 @@ impl KinesisSink {
                 self.failed.get_or_insert_with(|| e.to_string());
             }
         }
-        self.metrics
-            .in_flight_records
-            .set(self.tracker.unacked() as i64);
+    }
+
+    fn gauges(&self) {
+        let m = &self.metrics;
+        m.in_flight_records.set(self.tracker.unacked() as i64);
+        m.ack_queue_len.set(self.tracker.queued() as i64);
+        m.sink_tasks.set(self.tasks.len() as i64);
     }
 
     fn collect_done(&mut self) {
-        while let Ok(done) = self.done_rx.try_recv() {
-            self.on_done(done);
+        while let Some(joined) = self.tasks.try_join_next() {
+            self.on_joined(joined);
+        }
+    }
+
+    /// Waits for the next request to finish.
+    async fn join_one(&mut self) -> Result<(), SinkError> {
+        match self.tasks.join_next().await {
+            Some(joined) => {
+                self.on_joined(joined);
+                self.check_failed()
+            }
+            None => Err(SinkError::Fatal("Kinesis delivery tasks ended".into())),
         }
     }
 
     /// Waits until `lane` has no request out.
     async fn wait_lane(&mut self, lane: usize) -> Result<(), SinkError> {
         while self.lanes[lane].busy {
-            match self.done_rx.recv().await {
-                Some(done) => self.on_done(done),
-                None => return Err(SinkError::Fatal("Kinesis delivery tasks ended".into())),
-            }
+            self.join_one().await?;
         }
         self.check_failed()
     }
@@ -362,11 +384,11 @@ impl KinesisSink {
         l.filling_keys.clear();
         l.busy = true;
         let delivery = self.delivery.clone();
-        let tx = self.done_tx.clone();
         self.tasks.spawn(async move {
             let result = deliver(&delivery, batch).await;
-            let _ = tx.send(LaneDone { lane, result });
+            LaneDone { lane, result }
         });
+        self.metrics.sink_tasks.set(self.tasks.len() as i64);
     }
 
     async fn push(&mut self, record: Record) -> Result<(), SinkError> {
@@ -458,9 +480,7 @@ impl Sink for KinesisSink {
                 l.agg.push(&key, body);
                 l.agg_seqs.push(seq);
                 l.agg_ts = l.agg_ts.max(row.position.ts);
-                self.metrics
-                    .in_flight_records
-                    .set(self.tracker.unacked() as i64);
+                self.gauges();
                 return Ok(());
             }
             // Too big to share an aggregate even alone: send it as a plain record, which
@@ -476,9 +496,7 @@ impl Sink for KinesisSink {
             ts: row.position.ts,
         };
         self.push(record).await?;
-        self.metrics
-            .in_flight_records
-            .set(self.tracker.unacked() as i64);
+        self.gauges();
         Ok(())
     }
 
@@ -489,6 +507,7 @@ impl Sink for KinesisSink {
             self.metrics.acknowledged_event(cp.event_ts);
         }
         self.tracker.push_boundary(cp);
+        self.gauges();
         Ok(())
     }
 
@@ -525,10 +544,7 @@ impl Sink for KinesisSink {
             if self.lanes.iter().all(|l| !l.busy && l.filling.is_empty()) {
                 break;
             }
-            match self.done_rx.recv().await {
-                Some(done) => self.on_done(done),
-                None => break,
-            }
+            self.join_one().await?;
         }
         self.check_failed()?;
         Ok(self.tracker.take_durable())
