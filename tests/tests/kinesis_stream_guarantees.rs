@@ -247,3 +247,201 @@ async fn a_stalled_stream_queues_rows_not_commits_of_filtered_tables() {
     let cp = summary.checkpoint.expect("checkpoint");
     assert_eq!((cp.file.as_str(), cp.pos), (file.as_str(), end));
 }
+
+/// The binlog order of a record: `(file, pos, row)`, the delete half of a key change first.
+type Order = (String, u64, u64, bool);
+
+fn order_of(v: &serde_json::Value) -> Order {
+    let p = &v["position"];
+    (
+        p["file"].as_str().expect("file").to_string(),
+        p["pos"].as_u64().expect("pos"),
+        p["row"].as_u64().expect("row"),
+        !p["key_change"].as_bool().unwrap_or(false),
+    )
+}
+
+/// Checks the stream of table `k.t` (primary key `(a, b)`) as a consumer that applies
+/// "insert/update = upsert of the after image, delete = remove" sees it: every change of each
+/// key value (old and new, removals included) is in one shard and in binlog order, and applying
+/// the shards one after another (so in any interleaving across shards) rebuilds `expected`.
+fn check_key_changes(
+    records: &[(String, serde_json::Value)],
+    expected: &std::collections::BTreeSet<(i64, String, i64)>,
+) -> Vec<String> {
+    use std::collections::{BTreeMap, HashMap};
+    let key = |img: &serde_json::Value| {
+        (
+            img["a"].as_i64().expect("a"),
+            img["b"].as_str().expect("b").to_string(),
+        )
+    };
+    // Which updates have their old key's removal published as a delete at their position.
+    let deleted_at: std::collections::HashSet<(String, u64, u64)> = records
+        .iter()
+        .filter(|(_, v)| v["position"]["key_change"] == serde_json::Value::Bool(true))
+        .map(|(_, v)| {
+            let (f, p, r, _) = order_of(v);
+            (f, p, r)
+        })
+        .collect();
+    // Per key value: the shard and binlog order of every record that changes it.
+    let mut changes: HashMap<(i64, String), Vec<(String, Order)>> = HashMap::new();
+    let mut table: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    let mut by_shard: BTreeMap<&str, Vec<&serde_json::Value>> = BTreeMap::new();
+    for (shard, v) in records {
+        by_shard.entry(shard).or_default().push(v);
+        let row = &v["row"];
+        let order = order_of(v);
+        let mut touch = |k: (i64, String)| {
+            changes
+                .entry(k)
+                .or_default()
+                .push((shard.clone(), order.clone()))
+        };
+        match v["type"].as_str().expect("type") {
+            "WriteRowsEvent" | "DeleteRowsEvent" => touch(key(&row["values"])),
+            "UpdateRowsEvent" => {
+                let (old, new) = (key(&row["before_values"]), key(&row["after_values"]));
+                let (f, p, r, _) = order.clone();
+                if old != new && !deleted_at.contains(&(f, p, r)) {
+                    // Nothing else says the old key value is gone: this record does.
+                    touch(old);
+                }
+                touch(new);
+            }
+            other => panic!("type {other}"),
+        }
+    }
+    for recs in by_shard.values() {
+        for v in recs {
+            let row = &v["row"];
+            match v["type"].as_str().expect("type") {
+                "WriteRowsEvent" => {
+                    table.insert(key(&row["values"]), row["values"]["v"].as_i64().expect("v"));
+                }
+                "UpdateRowsEvent" => {
+                    let after = &row["after_values"];
+                    table.insert(key(after), after["v"].as_i64().expect("v"));
+                }
+                _ => {
+                    table.remove(&key(&row["values"]));
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (k, list) in &changes {
+        let shards: std::collections::HashSet<&str> =
+            list.iter().map(|(s, _)| s.as_str()).collect();
+        if shards.len() > 1 {
+            problems.push(format!("key {k:?} changes in shards {shards:?}: {list:?}"));
+        } else if list.windows(2).any(|w| w[0].1 >= w[1].1) {
+            problems.push(format!("key {k:?} out of binlog order: {list:?}"));
+        }
+    }
+    let rebuilt: std::collections::BTreeSet<(i64, String, i64)> =
+        table.into_iter().map(|((a, b), v)| (a, b, v)).collect();
+    if &rebuilt != expected {
+        let extra: Vec<_> = rebuilt.difference(expected).take(5).collect();
+        let missing: Vec<_> = expected.difference(&rebuilt).take(5).collect();
+        problems.push(format!(
+            "rebuilt table differs: {} extra rows (e.g. {extra:?}), {} missing (e.g. {missing:?})",
+            rebuilt.difference(expected).count(),
+            expected.difference(&rebuilt).count()
+        ));
+    }
+    problems.sort();
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changing_updates_keep_every_key_value_in_order() {
+    let (db, kinesalite) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    db.exec("CREATE DATABASE k; CREATE TABLE k.t (a INT, b VARCHAR(4), v INT, PRIMARY KEY (a, b))")
+        .await;
+    let mut sql = String::new();
+    for i in 1..=300 {
+        sql.push_str(&format!(
+            "INSERT INTO k.t VALUES ({i}, 'B', 0);
+             UPDATE k.t SET b = 'C' WHERE a = {i} AND b = 'B';
+             INSERT INTO k.t VALUES ({i}, 'B', 1);"
+        ));
+        if i % 3 == 0 {
+            sql.push_str(&format!("UPDATE k.t SET v = 2 WHERE a = {i} AND b = 'B';"));
+        }
+        if i % 2 == 0 {
+            // A key change nothing re-uses: the old key value must end up gone.
+            sql.push_str(&format!(
+                "UPDATE k.t SET b = 'D', v = 3 WHERE a = {i} AND b = 'C';"
+            ));
+        }
+    }
+    // Several key changes in one rows event, and deletes.
+    sql.push_str(
+        "UPDATE k.t SET a = a + 1000 WHERE a <= 20 AND b = 'B';
+         DELETE FROM k.t WHERE a BETWEEN 290 AND 300;",
+    );
+    tokio::time::timeout(Duration::from_secs(120), db.exec(&sql))
+        .await
+        .expect("workload within 120 s");
+    let expected: std::collections::BTreeSet<(i64, String, i64)> = {
+        use mysql_async::prelude::Queryable;
+        let mut conn = db.root().await;
+        let rows: Vec<(i64, String, i64)> =
+            conn.query("SELECT a, b, v FROM k.t").await.expect("select");
+        let _ = conn.disconnect().await;
+        rows.into_iter().collect()
+    };
+
+    for aggregate in [false, true] {
+        let stream = if aggregate {
+            "keychange-agg"
+        } else {
+            "keychange"
+        };
+        kinesalite.create_stream(stream, 4).await;
+        let mut k = fast_retries(stream);
+        k.aggregate = aggregate;
+        let mut cfg = config(&db, StartFrom::Earliest);
+        cfg.encode.position = true;
+        let metrics = Arc::new(Metrics::new());
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            binlogstream_tests::capture::publish_to_kinesis(
+                cfg,
+                &kinesalite.endpoint(),
+                k,
+                metrics.clone(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("not published within 120 s: {}", metrics.render()))
+        .expect("publish");
+        let raw = kinesalite.read_all(stream).await;
+        let records: Vec<(String, serde_json::Value)> = if aggregate {
+            binlogstream_tests::node_agg::deaggregate(&raw)
+                .into_iter()
+                .map(|(shard, _, data)| (shard, serde_json::from_slice(&data).expect("json")))
+                .collect()
+        } else {
+            raw.iter().map(|r| (r.shard.clone(), r.json())).collect()
+        };
+        let problems = check_key_changes(&records, &expected);
+        println!(
+            "{stream}: {} records, {} key-change deletes, {} problems",
+            records.len(),
+            records
+                .iter()
+                .filter(|(_, v)| v["position"]["key_change"] == serde_json::Value::Bool(true))
+                .count(),
+            problems.len()
+        );
+        assert!(
+            problems.is_empty(),
+            "{stream}: {} problems, e.g. {:#?}",
+            problems.len(),
+            &problems[..problems.len().min(4)]
+        );
+    }
+}

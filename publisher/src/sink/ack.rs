@@ -65,7 +65,9 @@ impl AckTracker {
             file: pos.file.clone(),
             tx_pos: pos.tx_pos,
             gtid: pos.gtid.clone(),
-            row: pos.row,
+            // Stored as the rows done once this slot is acknowledged: the row's index + 1, or
+            // its index for the delete half of a key change (the update is still to come).
+            row: pos.row + u64::from(!pos.key_change),
             ts: pos.ts,
         });
         self.unacked += 1;
@@ -120,7 +122,7 @@ impl AckTracker {
                         file,
                         tx_pos,
                         gtid,
-                        rows_done: row + 1,
+                        rows_done: row,
                         ts,
                     };
                 }
@@ -186,6 +188,7 @@ mod tests {
             tx_pos: 50,
             gtid: Some("0-1-5".into()),
             ts: 7,
+            key_change: false,
         }
     }
 
@@ -233,6 +236,26 @@ mod tests {
         t.ack(b);
         assert_eq!(t.take_durable(), Some(boundary(4000)));
         assert_eq!(t.queued(), 0);
+    }
+
+    #[test]
+    fn a_key_change_is_done_when_its_update_is() {
+        let mut t = AckTracker::default();
+        let first = t.push_row(&row(0));
+        let delete = t.push_row(&RowPosition {
+            key_change: true,
+            ..row(1)
+        });
+        let update = t.push_row(&row(1));
+        t.ack(first);
+        t.ack(delete);
+        let cp = t.take_durable().expect("moved");
+        assert_eq!(
+            cp.rows_done, 1,
+            "row 1 is half delivered: a resume sends it again"
+        );
+        t.ack(update);
+        assert_eq!(t.take_durable().expect("moved").rows_done, 2);
     }
 
     #[test]
