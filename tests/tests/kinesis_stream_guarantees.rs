@@ -445,3 +445,234 @@ async fn key_changing_updates_keep_every_key_value_in_order() {
         );
     }
 }
+
+/// Per shard of `stream`: (range, depth in the shard lineage: parents before children).
+async fn shard_lineage(
+    kinesalite: &Kinesalite,
+    stream: &str,
+) -> std::collections::HashMap<String, ((u128, u128), usize)> {
+    let client = kinesalite.client().await;
+    let out = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
+    let mut parents: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut ranges = std::collections::HashMap::new();
+    for s in out.shards() {
+        let r = s.hash_key_range().expect("range");
+        ranges.insert(
+            s.shard_id().to_string(),
+            (
+                r.starting_hash_key().parse::<u128>().expect("start"),
+                r.ending_hash_key().parse::<u128>().expect("end"),
+            ),
+        );
+        parents.insert(
+            s.shard_id().to_string(),
+            [s.parent_shard_id(), s.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    fn depth(id: &str, parents: &std::collections::HashMap<String, Vec<String>>) -> usize {
+        parents
+            .get(id)
+            .map(|ps| ps.iter().map(|p| 1 + depth(p, parents)).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+    ranges
+        .into_iter()
+        .map(|(id, r)| {
+            let d = depth(&id, &parents);
+            (id, (r, d))
+        })
+        .collect()
+}
+
+async fn open_shards(kinesalite: &Kinesalite, stream: &str) -> Vec<(String, u128, u128)> {
+    let client = kinesalite.client().await;
+    let out = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
+    let mut open: Vec<(String, u128, u128)> = out
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| {
+            let r = s.hash_key_range().expect("range");
+            (
+                s.shard_id().to_string(),
+                r.starting_hash_key().parse().expect("start"),
+                r.ending_hash_key().parse().expect("end"),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+async fn wait_active(kinesalite: &Kinesalite, stream: &str) {
+    let client = kinesalite.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("describe");
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stream not ACTIVE again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `count` inserts from `from` and an update of `updates` of them, in transactions of ten.
+async fn rows_in_tens(db: &MariaDb, from: usize, count: usize, updates: usize, n: i64) {
+    for chunk in (0..count).step_by(50) {
+        let mut sql = String::new();
+        for t in (chunk..(chunk + 50).min(count)).step_by(10) {
+            sql.push_str("BEGIN;");
+            for i in t..(t + 10).min(count) {
+                let id = from + i;
+                sql.push_str(&format!("INSERT INTO r.t VALUES ({id}, 0);"));
+            }
+            sql.push_str("COMMIT;");
+        }
+        db.exec(&sql).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for chunk in (1..=updates).step_by(100) {
+        db.exec(&format!(
+            "UPDATE r.t SET n = {n} WHERE id BETWEEN {chunk} AND {}",
+            chunk + 99
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_survive_split_and_merge_for_kcl_readers() {
+    let (db, kinesalite) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
+    let stream = "resharded";
+    kinesalite.create_stream(stream, 4).await;
+    db.exec("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, n INT)")
+        .await;
+    let mut k = fast_retries(stream);
+    k.aggregate = true;
+    let publisher =
+        LivePublisher::start(&db, &kinesalite.endpoint(), k, TableFilter::default()).await;
+    let client = kinesalite.client().await;
+
+    rows_in_tens(&db, 1, 1_500, 0, 0).await;
+    // Split the first shard in the middle of its range while rows stream.
+    let open = open_shards(&kinesalite, stream).await;
+    let (first, lo, hi) = open[0].clone();
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&first)
+        .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
+        .send()
+        .await
+        .expect("split");
+    wait_active(&kinesalite, stream).await;
+    rows_in_tens(&db, 1_501, 1_500, 1_000, 1).await;
+    // Merge two adjacent shards that were never split.
+    let open = open_shards(&kinesalite, stream).await;
+    let (a, b) = (
+        open[open.len() - 2].0.clone(),
+        open[open.len() - 1].0.clone(),
+    );
+    client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(&a)
+        .adjacent_shard_to_merge(&b)
+        .send()
+        .await
+        .expect("merge");
+    wait_active(&kinesalite, stream).await;
+    rows_in_tens(&db, 3_001, 1_500, 1_000, 2).await;
+    let expected_rows = 4_500 + 2_000;
+    publisher.wait_rows(expected_rows).await;
+    let metrics = publisher.metrics.clone();
+    publisher.stop().await;
+
+    // Read every shard, parents and children, de-aggregate with the npm library, and drop
+    // what the KCL drops: sub-records whose key hashes outside the shard they were read from.
+    let lineage = shard_lineage(&kinesalite, stream).await;
+    assert_eq!(lineage.len(), 4 + 2 + 1, "4 shards, a split and a merge");
+    let raw = kinesalite.read_all(stream).await;
+    let users = binlogstream_tests::node_agg::deaggregate(&raw);
+    let mut index_in_shard: std::collections::HashMap<String, usize> = Default::default();
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    for (shard, key, data) in users {
+        let ((lo, hi), depth) = lineage[&shard];
+        let i = index_in_shard.entry(shard.clone()).or_default();
+        *i += 1;
+        if !(lo..=hi).contains(&publisher::sink::kinesis::kpl::hash_key(&key)) {
+            dropped += 1;
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&data).expect("json");
+        kept.push((key, (depth, shard, *i), order_of(&v)));
+    }
+    // A KCL reader finishes a parent shard before its children: per key, records in the
+    // order (depth, position in shard).
+    let mut by_key: std::collections::HashMap<String, Vec<((usize, String, usize), Order)>> =
+        Default::default();
+    for (key, at, order) in &kept {
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .push((at.clone(), order.clone()));
+    }
+    let distinct: std::collections::HashSet<&Order> = kept.iter().map(|(_, _, o)| o).collect();
+    let mut violated = Vec::new();
+    for (key, list) in &mut by_key {
+        list.sort();
+        if list.windows(2).any(|w| w[0].1 >= w[1].1) {
+            violated.push(key.clone());
+        }
+    }
+    let resent = metrics.reshard_resent.get();
+    println!(
+        "reshard: {} of {expected_rows} rows readable by a KCL reader, {} duplicates, {dropped} sub-records outside their shard's range (dropped), {resent} re-sent, {} keys out of order",
+        distinct.len(),
+        kept.len() - distinct.len(),
+        violated.len()
+    );
+    assert_eq!(
+        distinct.len(),
+        expected_rows as usize,
+        "every row reaches a KCL reader"
+    );
+    assert!(
+        violated.is_empty(),
+        "per-key order violated: {:?}",
+        &violated[..violated.len().min(5)]
+    );
+    assert!(
+        resent > 0,
+        "the split made aggregates land on a child shard"
+    );
+}
