@@ -638,8 +638,9 @@ async fn aggregates_survive_split_and_merge_for_kcl_readers() {
     }
     // A KCL reader finishes a parent shard before its children: per key, records in the
     // order (depth, position in shard).
-    let mut by_key: std::collections::HashMap<String, Vec<((usize, String, usize), Order)>> =
-        Default::default();
+    // Where a KCL reader meets a record: (lineage depth, shard, index in shard).
+    type At = (usize, String, usize);
+    let mut by_key: std::collections::HashMap<String, Vec<(At, Order)>> = Default::default();
     for (key, at, order) in &kept {
         by_key
             .entry(key.clone())

@@ -156,8 +156,9 @@ fn take_round(
     map: &ShardMap,
     queue: std::collections::VecDeque<Row>,
 ) -> (Vec<Record>, std::collections::VecDeque<Row>) {
-    let mut building: Vec<(kpl::Aggregator, Option<(u128, u128)>, bool)> =
-        (0..map.len().max(1)).map(|_| Default::default()).collect();
+    // Per shard: the aggregate, its key-hash bounds, and whether it is full for this round.
+    type Building = (kpl::Aggregator, Option<(u128, u128)>, bool);
+    let mut building: Vec<Building> = (0..map.len().max(1)).map(|_| Default::default()).collect();
     let mut rest = std::collections::VecDeque::new();
     for (key, data, hash) in queue {
         let (agg, hashes, full) = &mut building[map.route(hash)];
