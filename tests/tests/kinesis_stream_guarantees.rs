@@ -22,7 +22,7 @@ use publisher::{
     metrics::Metrics,
     pipeline::{PipelineError, PipelineOptions, Summary},
     position::StartFrom,
-    sink::kinesis::{self, retry::Backoff, KinesisConfig, KinesisSink},
+    sink::kinesis::{self, key::PartitionKey, retry::Backoff, KinesisConfig, KinesisSink},
     source::Reader,
 };
 
@@ -394,15 +394,15 @@ async fn key_changing_updates_keep_every_key_value_in_order() {
         rows.into_iter().collect()
     };
 
-    for aggregate in [false, true] {
-        let stream = if aggregate {
-            "keychange-agg"
-        } else {
-            "keychange"
-        };
+    for (stream, aggregate, mode) in [
+        ("keychange", false, PartitionKey::PrimaryKey),
+        ("keychange-agg", true, PartitionKey::PrimaryKey),
+        ("keychange-table", false, PartitionKey::Table),
+    ] {
         kinesalite.create_stream(stream, 4).await;
         let mut k = fast_retries(stream);
         k.aggregate = aggregate;
+        k.partition_key = mode;
         let mut cfg = config(&db, StartFrom::Earliest);
         cfg.encode.position = true;
         let metrics = Arc::new(Metrics::new());
@@ -568,6 +568,16 @@ async fn rows_in_tens(db: &MariaDb, from: usize, count: usize, updates: usize, n
     }
 }
 
+/// 500 rows in one statement, ids from `from`.
+async fn big_insert(db: &MariaDb, from: usize) {
+    db.exec(&format!(
+        "INSERT INTO r.t WITH RECURSIVE s(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM s WHERE i < {})
+         SELECT i, 0 FROM s",
+        from + 499
+    ))
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_survive_split_and_merge_for_kcl_readers() {
     let (db, kinesalite) = tokio::join!(MariaDb::start(Metadata::NoLog), Kinesalite::start());
@@ -594,6 +604,9 @@ async fn aggregates_survive_split_and_merge_for_kcl_readers() {
         .await
         .expect("split");
     wait_active(&kinesalite, stream).await;
+    // One large rows event first: the aggregates it fills for the split shard hold keys of
+    // both children.
+    big_insert(&db, 10_001).await;
     rows_in_tens(&db, 1_501, 1_500, 1_000, 1).await;
     // Merge two adjacent shards that were never split.
     let open = open_shards(&kinesalite, stream).await;
@@ -610,8 +623,9 @@ async fn aggregates_survive_split_and_merge_for_kcl_readers() {
         .await
         .expect("merge");
     wait_active(&kinesalite, stream).await;
+    big_insert(&db, 20_001).await;
     rows_in_tens(&db, 3_001, 1_500, 1_000, 2).await;
-    let expected_rows = 4_500 + 2_000;
+    let expected_rows = 4_500 + 2_000 + 1_000;
     publisher.wait_rows(expected_rows).await;
     let metrics = publisher.metrics.clone();
     publisher.stop().await;
