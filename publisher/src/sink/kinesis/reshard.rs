@@ -198,28 +198,28 @@ fn take_round(
 const MAP_ATTEMPTS: u32 = 20;
 
 /// Checks where `records` landed: the rows of each aggregate that the receiving shard's range
-/// does not hold, in order. Reads the map again when a shard is not in it.
+/// does not hold, in order. Reads the map again when a shard is not open in it (a reshard we
+/// did not know of), and until it names every receiving shard.
 async fn misplaced(
     d: &Delivery,
     map: &mut Arc<ShardMap>,
     refreshed: &mut Option<Arc<ShardMap>>,
-    records: Vec<Record>,
+    records: &[Record],
 ) -> Result<Vec<Row>, SinkError> {
-    let aggregates: Vec<Record> = records
-        .into_iter()
-        .filter(|r| r.sub_hashes.is_some())
-        .collect();
+    let aggregates: Vec<&Record> = records.iter().filter(|r| r.sub_hashes.is_some()).collect();
+    let shard = |r: &Record| r.shard.clone().unwrap_or_default();
+    let mut stale = aggregates.iter().any(|r| !map.is_open(&shard(r)));
     let mut attempts = 0u32;
-    while aggregates
-        .iter()
-        .any(|r| !map.is_open(r.shard.as_deref().unwrap_or("")))
-    {
+    // Once for a shard not open in the map; again while one is not in it at all (a shard that
+    // closed since it took the record is still listed, with its range).
+    while stale || aggregates.iter().any(|r| map.range_of(&shard(r)).is_none()) {
+        stale = false;
         attempts += 1;
         if attempts > MAP_ATTEMPTS {
             return Err(SinkError::Fatal(format!(
-                "Kinesis stream {}: records landed on shard(s) {:?} that ListShards does not list as open after {MAP_ATTEMPTS} reads",
+                "Kinesis stream {}: records landed on shard(s) {:?} that ListShards does not list after {MAP_ATTEMPTS} reads",
                 d.stream,
-                aggregates.iter().filter_map(|r| r.shard.clone()).collect::<Vec<_>>()
+                aggregates.iter().map(|r| shard(r)).collect::<Vec<_>>()
             )));
         }
         if attempts > 1 {
@@ -237,7 +237,7 @@ async fn misplaced(
     }
     let mut rows = Vec::new();
     for r in aggregates {
-        let Some((lo, hi)) = map.range_of(r.shard.as_deref().unwrap_or("")) else {
+        let Some((lo, hi)) = map.range_of(&shard(r)) else {
             continue;
         };
         if r.sub_hashes
@@ -267,9 +267,7 @@ pub async fn deliver_placed(
     let mut map = map;
     let mut refreshed = None;
     let mut queue: std::collections::VecDeque<Row> =
-        misplaced(d, &mut map, &mut refreshed, acked.clone())
-            .await?
-            .into();
+        misplaced(d, &mut map, &mut refreshed, &acked).await?.into();
     while !queue.is_empty() {
         let queued = queue.len();
         let (round, rest) = take_round(&map, std::mem::take(&mut queue));
@@ -278,7 +276,7 @@ pub async fn deliver_placed(
         info!(stream = %d.stream, rows, "aggregated rows landed on a shard whose hash range does not hold their keys (after a reshard); re-sending them to the shards that do");
         let sent = deliver(d, round).await?;
         // Rows that missed again go before the rest: a key's rows stay in order.
-        queue = misplaced(d, &mut map, &mut refreshed, sent).await?.into();
+        queue = misplaced(d, &mut map, &mut refreshed, &sent).await?.into();
         queue.extend(rest);
     }
     Ok((acked, refreshed))
