@@ -282,8 +282,12 @@ mod tests {
             cp.rows_done, 1,
             "row 1 is half delivered: a resume sends it again"
         );
+        // The filter-independent mark agrees: row 1 is event 0's second row, not yet done.
+        assert_eq!(cp.event_mark, Some(EventMark { event: 0, rows: 1 }));
         t.ack(update);
-        assert_eq!(t.take_durable().expect("moved").rows_done, 2);
+        let cp = t.take_durable().expect("moved");
+        assert_eq!(cp.rows_done, 2);
+        assert_eq!(cp.event_mark, Some(EventMark { event: 0, rows: 2 }));
     }
 
     #[test]
