@@ -108,6 +108,14 @@ pub struct RunArgs {
         conflicts_with = "checkpoint_file"
     )]
     pub checkpoint_kubernetes: Option<String>,
+    /// The UID of that BinlogStream: status writes carry it as a precondition, so a pod of a
+    /// deleted stream cannot write into a new one of the same name (the operator sets it).
+    #[arg(
+        long,
+        env = "BINLOGSTREAM_CHECKPOINT_KUBERNETES_UID",
+        requires = "checkpoint_kubernetes"
+    )]
+    pub checkpoint_kubernetes_uid: Option<String>,
     /// Exit once the current end of the binlog is reached.
     #[arg(long, env = "BINLOGSTREAM_STOP_AT_END", num_args = 0..=1, default_missing_value = "true")]
     pub stop_at_end: Option<bool>,
@@ -212,6 +220,7 @@ pub struct RunConfig {
     pub kinesis: Option<KinesisConfig>,
     pub checkpoint_file: Option<PathBuf>,
     pub checkpoint_kubernetes: Option<String>,
+    pub checkpoint_kubernetes_uid: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub pipeline: PipelineOptions,
 }
@@ -419,6 +428,7 @@ impl RunArgs {
             metrics_addr,
             checkpoint_file: self.checkpoint_file.or(file.checkpoint_file),
             checkpoint_kubernetes: self.checkpoint_kubernetes,
+            checkpoint_kubernetes_uid: self.checkpoint_kubernetes_uid.filter(|u| !u.is_empty()),
             pipeline: PipelineOptions {
                 linger,
                 checkpoint_interval,

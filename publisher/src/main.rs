@@ -226,7 +226,9 @@ async fn run_sink<S: Sink>(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
     if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
-        let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone()).await?;
+        let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone())
+            .await?
+            .bound_to_uid(cfg.checkpoint_kubernetes_uid.clone());
         // Read the stored checkpoint before anything writes the status (see StatusWriter).
         KubeCheckpoint::new(writer.clone()).load().await?;
         writer.set_report("Starting", None, None);

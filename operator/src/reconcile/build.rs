@@ -209,6 +209,10 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
             format!("{ns}/{}", bls.name_any()),
         ),
         env(
+            "BINLOGSTREAM_CHECKPOINT_KUBERNETES_UID",
+            bls.uid().unwrap_or_default(),
+        ),
+        env(
             "BINLOGSTREAM_METRICS_ADDR",
             format!("0.0.0.0:{METRICS_PORT}"),
         ),

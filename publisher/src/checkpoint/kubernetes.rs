@@ -70,6 +70,9 @@ pub struct StatusWriter {
     /// Serialises the writes themselves.
     write_lock: Arc<tokio::sync::Mutex<()>>,
     timeout: Duration,
+    /// The UID of the BinlogStream this publisher belongs to: a precondition of every write,
+    /// checked on load, so a pod of a deleted stream never writes into a recreated one.
+    uid: Option<String>,
 }
 
 fn rfc3339(ts: i64) -> Option<String> {
@@ -133,7 +136,14 @@ impl StatusWriter {
             state: Arc::new(Mutex::new(Reported::default())),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             timeout: CALL_TIMEOUT,
+            uid: None,
         }
+    }
+
+    /// Binds every write to the BinlogStream with this UID (`None`: by name only).
+    pub fn bound_to_uid(mut self, uid: Option<String>) -> StatusWriter {
+        self.uid = uid;
+        self
     }
 
     /// Another per-call timeout than [`CALL_TIMEOUT`] (tests).
@@ -277,11 +287,16 @@ impl StatusWriter {
                 serde_json::to_value(b).map_err(err)?,
             );
         }
-        let patch = json!({
+        let mut patch = json!({
             "apiVersion": "cdc.binlogstream.io/v1alpha1",
             "kind": "BinlogStream",
             "status": status,
         });
+        if let Some(uid) = &self.uid {
+            // A UID in the patch is a precondition: the API server answers 409 Conflict when
+            // the object of this name is another one (deleted and recreated).
+            patch["metadata"] = json!({ "uid": uid });
+        }
         let params = PatchParams::apply(PUBLISHER_STATUS_MANAGER).force();
         let patch = Patch::Apply(patch);
         let call = self.api.patch_status(&self.name, &params, &patch);
@@ -370,6 +385,16 @@ impl CheckpointStore for KubeCheckpoint {
                 })
             }
         };
+        if let (Some(want), Some(found)) = (&self.writer.uid, obj.metadata.uid.as_deref()) {
+            if want != found {
+                return Err(CheckpointError::Kube {
+                    code: Some(409),
+                    message: format!(
+                        "BinlogStream {name} is not the one this publisher was started for (UID {found}, expected {want}): it was deleted and recreated; this pod stops and the operator starts a new one"
+                    ),
+                });
+            }
+        }
         let Some(cp) = obj.status.and_then(|s| s.checkpoint) else {
             if let Ok(mut s) = self.writer.state.lock() {
                 s.loaded = true;
@@ -496,6 +521,66 @@ mod tests {
                      "target": {"stream": "s"}},
             "status": status
         })
+    }
+
+    fn writer_for(uid: &str) -> (StatusWriter, Handle) {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writer = StatusWriter::with_client(
+            Client::new(svc, "default"),
+            "shop",
+            "orders",
+            Arc::new(Metrics::new()),
+        )
+        .bound_to_uid(Some(uid.into()));
+        (writer, handle)
+    }
+
+    #[tokio::test]
+    async fn a_pod_of_a_deleted_stream_refuses_the_recreated_one() {
+        let (writer, mut handle) = writer_for("uid-old");
+        let mut store = KubeCheckpoint::new(writer);
+        let answer = async {
+            let (_, send) = handle.next_request().await.expect("load");
+            let mut obj = object(json!({}));
+            obj["metadata"]["uid"] = json!("uid-new");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&obj).expect("json"),
+            )));
+        };
+        let (loaded, ()) = tokio::join!(store.load(), answer);
+        let e = loaded
+            .expect_err("another object of the same name")
+            .to_string();
+        assert!(e.contains("uid-new") && e.contains("uid-old"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn every_status_write_carries_the_streams_uid_as_a_precondition() {
+        let (writer, mut handle) = writer_for("uid-1");
+        let mut store = KubeCheckpoint::new(writer.clone());
+        let answer = async {
+            let (_, send) = handle.next_request().await.expect("load");
+            let mut obj = object(json!({}));
+            obj["metadata"]["uid"] = json!("uid-1");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&obj).expect("json"),
+            )));
+        };
+        let (loaded, ()) = tokio::join!(store.load(), answer);
+        assert_eq!(loaded.expect("load"), None);
+        writer.set_report("Running", None, None);
+        let check = async {
+            let (req, send) = handle.next_request().await.expect("write");
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            assert_eq!(body["metadata"]["uid"], "uid-1");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+        };
+        let (written, ()) = tokio::join!(writer.write(), check);
+        written.expect("write");
     }
 
     #[tokio::test]
