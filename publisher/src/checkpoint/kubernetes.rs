@@ -90,8 +90,8 @@ fn api_err(what: &str, name: &str, e: kube::Error) -> CheckpointError {
             let hint = match st.code {
                 403 => "; the publisher's ServiceAccount must be allowed to get and patch binlogstreams/status",
                 404 => "; the BinlogStream was deleted",
-                409 => "; another field manager holds the publisher's status fields",
-                400 | 422 => "; the API server rejected the status (a publisher bug: please report it)",
+                409 => "; another field manager holds the publisher's status fields, or the BinlogStream was deleted and recreated (its UID changed)",
+                400 | 422 => "; the API server rejected the status: the BinlogStream was deleted and recreated (its UID is immutable), or a publisher bug (please report it)",
                 _ => "",
             };
             CheckpointError::Kube {
