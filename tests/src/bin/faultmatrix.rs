@@ -114,6 +114,12 @@ fn print_table(rows: &[Outcome]) {
             if c.kcl_dropped > 0 {
                 notes.push(format!("{} dropped by KCL hash-range filter", c.kcl_dropped));
             }
+            if c.rename_unordered > 0 {
+                notes.push(format!(
+                    "{} keys split by a RENAME TABLE over unrelated shards (not counted)",
+                    c.rename_unordered
+                ));
+            }
             notes.extend(c.examples.iter().take(2).map(|e| format!("e.g. {e}")));
         }
         notes.extend(o.notes.iter().cloned());

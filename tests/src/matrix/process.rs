@@ -196,7 +196,10 @@ pub fn read_checkpoint(path: &Path) -> Option<(String, u64, u64)> {
     Some((
         v["file"].as_str()?.to_string(),
         v["pos"].as_u64()?,
-        v["rows_done"].as_u64().unwrap_or(0),
+        v["rowsDone"]
+            .as_u64()
+            .or_else(|| v["rows_done"].as_u64())
+            .unwrap_or(0),
     ))
 }
 

@@ -168,17 +168,35 @@ fn checkpoint_rows(env: &Env) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits for the large transaction to start and the checkpoint to stand inside it
-/// (rows_done > 0). True when it does within `limit`.
+/// Waits until the large transaction is committed and the publisher's checkpoint stands at
+/// its start or inside it: the publisher is then reading or publishing it. Kinesis answers
+/// slowly meanwhile (1 s a request) so that this lasts long enough to be seen: a fast
+/// publisher otherwise delivers a whole CI-sized transaction between two checkpoint writes.
+/// True when it happens within `limit`.
 async fn inside_big(signals: &Signals, env: &Env, limit: Duration) -> bool {
+    env.faults.set(Faults {
+        delay: Duration::from_millis(1000),
+        ..Faults::default()
+    });
     let deadline = Instant::now() + limit;
+    let mut inside = false;
     while Instant::now() < deadline {
-        if signals.big_started.load(Ordering::SeqCst) && checkpoint_rows(env) > 0 {
-            return true;
+        let span = signals.big_span.lock().ok().and_then(|s| s.clone());
+        let cp = read_checkpoint(&env.cfg.checkpoint);
+        if let (Some((start, end)), Some((file, pos, _))) = (span, cp) {
+            let at = (file.as_str(), pos);
+            if at >= (start.0.as_str(), start.1) && at < (end.0.as_str(), end.1) {
+                inside = true;
+                break;
+            }
+            if at >= (end.0.as_str(), end.1) {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    false
+    env.faults.set(Faults::default());
+    inside
 }
 
 // ---- 1, 2: signals ----------------------------------------------------------------------
@@ -219,6 +237,16 @@ async fn signal_trials(s: &Settings, sig: &str, trials: u64) -> anyhow::Result<O
                 inside += 1;
             }
         } else {
+            if !kill {
+                // A SIGTERM before the process has set up its handler ends it like SIGKILL;
+                // wait until it serves /healthz (bounded).
+                for _ in 0..100 {
+                    if http_get(&p.metrics_addr, "/healthz").await.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2500))).await;
         }
         if let Some(st) = p.try_exit() {
@@ -654,15 +682,28 @@ pub async fn filter_change(s: &Settings) -> anyhow::Result<Outcome> {
     let signals = ph.signals.clone();
     let writer = tokio::spawn(w.run(ph));
     let mut p = env.spawn()?;
+    // SIGTERM inside the transaction: the drain stores a checkpoint inside it (as a rolling
+    // restart after a `spec.tables` edit does).
     if inside_big(&signals, &env, Duration::from_secs(180)).await {
-        p.signal("KILL");
-        let _ = p.wait_for(STOP_LIMIT).await;
+        p.signal("TERM");
+        let st = p.wait_for(STOP_LIMIT).await;
+        exit_note(&mut o, "SIGTERM inside the transaction", st);
+        let rows = checkpoint_rows(&env);
+        if std::env::var_os("MATRIX_DEBUG").is_some() {
+            eprintln!(
+                "span {:?} checkpoint {}",
+                signals.big_span.lock().ok().and_then(|s| s.clone()),
+                std::fs::read_to_string(&env.cfg.checkpoint).unwrap_or_default()
+            );
+        }
         o.note(format!(
-            "killed at rows_done={}; restarted with --include {SCHEMA}.{T_COMP}",
-            checkpoint_rows(&env)
+            "stopped at rows_done={rows}; restarted with --include {SCHEMA}.{T_COMP}"
         ));
+        if rows == 0 {
+            o.fail("the checkpoint is not inside the transaction (rows_done 0)");
+        }
     } else {
-        o.fail("no checkpoint inside the multi-table transaction");
+        o.fail("the publisher was never seen inside the multi-table transaction");
     }
     p.kill();
     env.cfg.include = vec![format!("{SCHEMA}.{T_COMP}")];
@@ -699,7 +740,7 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
     let w = w.run(phase(s, &env.root_url(), s.steps / 6)).await;
     o.note(format!("purged up to {now} (checkpoint in {file} or before)"));
     let mut p = env.spawn()?;
-    match p.wait_for(Duration::from_secs(60)).await {
+    match p.wait_for(Duration::from_secs(30)).await {
         Some(st) if !st.success() => {
             let log = p.log_text();
             o.note(format!("exit {st}"));
@@ -712,7 +753,7 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
         }
         Some(st) => o.fail(format!("exit {st}: a purged binlog must stop with an error")),
         None => {
-            o.fail("still running 60 s after start on a purged binlog");
+            o.fail("still running 30 s after start on a purged binlog");
             log_failure(&o, &p);
             p.kill();
         }

@@ -130,6 +130,14 @@ struct Plan {
 pub struct Signals {
     pub big_started: AtomicBool,
     pub big_committed: AtomicBool,
+    /// The end of the binlog before the large transaction and after its COMMIT: the
+    /// transaction lies in between (the writer is the only one writing).
+    pub big_span: std::sync::Mutex<Option<((String, u64), (String, u64))>>,
+}
+
+async fn binlog_end(conn: &mut Conn) -> Option<(String, u64)> {
+    let row: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.ok()??;
+    Some((row.get(0)?, row.get(1)?))
 }
 
 /// A bounded run of the writer.
@@ -416,7 +424,7 @@ impl Writer {
                 T_INT => {
                     plan.sql.push(format!(
                         "INSERT INTO {SCHEMA}.{name} (id, v, {payload}) \
-                         SELECT {base} + seq, {v}, 'big' FROM seq_1_to_{rows}"
+                         SELECT {base} + seq, {v}, 'big' FROM {SCHEMA}.seq_1_to_{rows}"
                     ));
                     for i in 1..=rows as i64 {
                         plan.changes.push(Change::Put(table, KeyVal::Int(base + i), v));
@@ -425,7 +433,7 @@ impl Writer {
                 _ => {
                     plan.sql.push(format!(
                         "INSERT INTO {SCHEMA}.{name} (a, b, v, {payload}) \
-                         SELECT {base} + seq, 'big', {v}, 'big' FROM seq_1_to_{rows}"
+                         SELECT {base} + seq, 'big', {v}, 'big' FROM {SCHEMA}.seq_1_to_{rows}"
                     ));
                     for i in 1..=rows as i64 {
                         plan.changes
@@ -535,8 +543,10 @@ impl Writer {
                 }
             }
             let big = phase.big.filter(|b| b.at == step);
+            let mut big_start = None;
             let plan = match big {
                 Some(b) => {
+                    big_start = binlog_end(&mut conn).await;
                     phase.signals.big_started.store(true, Ordering::SeqCst);
                     self.plan_big(b)
                 }
@@ -552,6 +562,12 @@ impl Writer {
             changes_this_phase += plan.changes.len() as u64;
             self.apply(plan.changes);
             if big.is_some() {
+                let end = binlog_end(&mut conn).await;
+                if let (Some(start), Some(end), Ok(mut span)) =
+                    (big_start.take(), end, phase.signals.big_span.lock())
+                {
+                    *span = Some((start, end));
+                }
                 phase.signals.big_committed.store(true, Ordering::SeqCst);
             }
             if phase.rows_per_sec > 0.0 {
