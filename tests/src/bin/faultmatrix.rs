@@ -173,7 +173,28 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("== scenario {id}");
         let task = tokio::spawn(scenarios::run(id, s.clone()));
         let abort = task.abort_handle();
-        let mut o = match tokio::time::timeout(limit, task).await {
+        // Ctrl-C or SIGTERM: abort the scenario (dropping it stops its servers and publisher
+        // by PID and removes its temp dirs), print what ran, exit 130.
+        let interrupted = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, task) => r,
+            _ = interrupted => {
+                abort.abort();
+                // Let the aborted task's destructors run before exiting.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                print_table(&rows);
+                eprintln!("interrupted during scenario {id}");
+                std::process::exit(130);
+            }
+        };
+        let mut o = match outcome {
             Ok(Ok(Ok(o))) => o,
             Ok(Ok(Err(e))) => {
                 let mut o = Outcome::new(id, "", 0);

@@ -237,16 +237,6 @@ async fn signal_trials(s: &Settings, sig: &str, trials: u64) -> anyhow::Result<O
                 inside += 1;
             }
         } else {
-            if !kill {
-                // A SIGTERM before the process has set up its handler ends it like SIGKILL;
-                // wait until it serves /healthz (bounded).
-                for _ in 0..100 {
-                    if http_get(&p.metrics_addr, "/healthz").await.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2500))).await;
         }
         if let Some(st) = p.try_exit() {
