@@ -20,6 +20,23 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+step "supply chain: cargo deny (deny.toml)"
+DENY="$BINLOGSTREAM_CACHE/cargo-deny/bin/cargo-deny"
+"$DENY" --locked check --hide-inclusion-graph licenses bans sources
+# Advisories need the RustSec database, which cargo-deny clones from a git host this
+# workplace cannot reach; they run against a local checkout when there is one.
+ADVISORY_DB="${BINLOGSTREAM_ADVISORY_DB:-$BINLOGSTREAM_CACHE/advisory-db}"
+if git -C "$ADVISORY_DB" rev-parse --git-dir >/dev/null 2>&1; then
+  echo "advisories: RustSec database at $ADVISORY_DB, last change $(git -C "$ADVISORY_DB" log -1 --format=%cs)" >&2
+  # cargo-deny looks for the database under db-path, in a folder named after its URL.
+  mkdir -p "$CARGO_TARGET_DIR/advisory-dbs"
+  ln -sfn "$(cd "$ADVISORY_DB" && pwd)" "$CARGO_TARGET_DIR/advisory-dbs/advisory-db-3157b0e258782691"
+  sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$CARGO_TARGET_DIR/advisory-dbs\"|" deny.toml > "$CARGO_TARGET_DIR/deny.toml"
+  "$DENY" --offline --config "$CARGO_TARGET_DIR/deny.toml" check --hide-inclusion-graph advisories
+else
+  echo "advisories: SKIPPED, no local RustSec advisory database (set BINLOGSTREAM_ADVISORY_DB to a checkout of it)" >&2
+fi
+
 step "crds/ and the chart's CRD match crdgen"
 cargo run --locked -q -p operator --bin crdgen > "$CARGO_TARGET_DIR/crd.yaml"
 diff -u crds/binlogstream.yaml "$CARGO_TARGET_DIR/crd.yaml" || { echo "crds/binlogstream.yaml is stale: run cargo run -p operator --bin crdgen > crds/binlogstream.yaml" >&2; exit 1; }

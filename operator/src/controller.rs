@@ -3,37 +3,40 @@
 
 use std::{
     collections::HashMap,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{ConfigMap, Pod, Secret, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
+        core::v1::{ConfigMap, Pod, Secret},
     },
     jiff::Timestamp,
 };
 use kube::{
-    api::{Api, ListParams, Patch, PatchParams},
+    api::{Api, Patch, PatchParams},
     runtime::{
-        controller::{Action, Controller},
+        controller::{self, Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
         watcher,
     },
     Client, Resource, ResourceExt,
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::{
+    cache::{cached, Caches},
     crd::{BinlogStream, OPERATOR_MANAGER, OPERATOR_STATUS_MANAGER},
     metrics::OperatorMetrics,
     reconcile::{
         build::{self, BuildConfig},
         conditions::{self, Inputs, PodState},
+        tenancy::{TenancyPolicy, SECRET_OPT_IN_LABEL},
         validate::{validate, Invalid},
     },
 };
@@ -52,6 +55,23 @@ impl Error {
     }
 }
 
+/// How often a stream is looked at when nothing changes: often enough to notice a silent
+/// publisher (`PublisherSilent`) and a pod stuck in a state no watch event reports.
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// A valid Secret check is trusted this long for an unchanged spec.
+const SECRETS_RECHECK: Duration = Duration::from_secs(600);
+
+/// What the reconciler last did for one stream, so unchanged work is not repeated.
+#[derive(Default)]
+struct Memory {
+    /// Per child kind: the hash of the desired object last applied and the version the API
+    /// server gave it (generation for Deployments, resourceVersion otherwise).
+    applied: HashMap<&'static str, (u64, String)>,
+    /// Generation whose Secrets were found, and when.
+    secrets_ok: Option<(Option<i64>, Instant)>,
+}
+
 pub struct Context {
     pub client: Client,
     pub build: BuildConfig,
@@ -59,6 +79,13 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per object, for the exponential requeue.
     pub failures: Mutex<HashMap<String, u32>>,
+    pub caches: Caches,
+    pub tenancy: TenancyPolicy,
+    /// Namespaces watched; empty: all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once (bounds API load when many streams change together).
+    pub concurrency: u16,
+    memory: Mutex<HashMap<String, Memory>>,
 }
 
 impl Context {
@@ -73,7 +100,41 @@ impl Context {
             build,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            caches: Caches::empty(),
+            tenancy: TenancyPolicy::default(),
+            namespaces: Vec::new(),
+            concurrency: 4,
+            memory: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A context for one leadership term: fresh caches, and nothing remembered, so a new
+    /// leader re-applies every child once.
+    fn for_term(&self, caches: Caches) -> Context {
+        Context {
+            client: self.client.clone(),
+            build: self.build.clone(),
+            recorder: self.recorder.clone(),
+            metrics: self.metrics.clone(),
+            failures: Mutex::new(HashMap::new()),
+            caches,
+            tenancy: self.tenancy.clone(),
+            namespaces: self.namespaces.clone(),
+            concurrency: self.concurrency,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered<T>(&self, key: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(key.to_string()).or_default())
+    }
+
+    fn forget(&self, key: &str) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -81,64 +142,50 @@ fn key(bls: &BinlogStream) -> String {
     format!("{}/{}", bls.namespace().unwrap_or_default(), bls.name_any())
 }
 
-/// Secrets (and the CA ConfigMap) the spec names must exist and hold the keys it names.
+/// Secrets the spec names must exist and carry the owner's opt-in label, and the CA
+/// ConfigMap must hold its key. Secrets are read as metadata only: their values never pass
+/// through the operator (kubelet mounts them into the publisher); a missing key shows up
+/// from the pod (`FailedMount`).
 async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(), Invalid>, Error> {
     let ns = bls.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let mut wanted: Vec<(String, String, Vec<String>)> = vec![(
+    let mut wanted: Vec<(String, String)> = vec![(
         "spec.source.passwordSecretRef".into(),
         bls.spec.source.password_secret_ref.name.clone(),
-        vec![bls.spec.source.password_secret_ref.key.clone()],
     )];
     let tls = bls.spec.source.tls.as_ref();
     if let Some(name) = tls
         .and_then(|t| t.ca.as_ref())
         .and_then(|c| c.secret_name.as_ref())
     {
-        wanted.push((
-            "spec.source.tls.ca".into(),
-            name.clone(),
-            vec![tls
-                .and_then(|t| t.ca.as_ref())
-                .map(|c| c.key.clone())
-                .unwrap_or_default()],
-        ));
+        wanted.push(("spec.source.tls.ca".into(), name.clone()));
     }
     if let Some(name) = tls.and_then(|t| t.client_cert_secret_name.as_ref()) {
-        wanted.push((
-            "spec.source.tls.clientCertSecretName".into(),
-            name.clone(),
-            vec!["tls.crt".into(), "tls.key".into()],
-        ));
+        wanted.push(("spec.source.tls.clientCertSecretName".into(), name.clone()));
     }
     if let Some(c) = &bls.spec.target.credentials_secret_ref {
-        wanted.push((
-            "spec.target.credentialsSecretRef".into(),
-            c.name.clone(),
-            vec!["AWS_ACCESS_KEY_ID".into(), "AWS_SECRET_ACCESS_KEY".into()],
-        ));
+        wanted.push(("spec.target.credentialsSecretRef".into(), c.name.clone()));
     }
-    for (field, name, keys) in wanted {
-        match api.get_opt(&name).await.map_err(Error::Kube)? {
-            None => {
-                return Ok(Err(Invalid {
-                    field,
-                    message: format!("secret `{name}` does not exist in namespace `{ns}`"),
-                }))
-            }
-            Some(secret) => {
-                let data = secret.data.unwrap_or_default();
-                let string_data = secret.string_data.unwrap_or_default();
-                if let Some(missing) = keys
-                    .iter()
-                    .find(|k| !data.contains_key(*k) && !string_data.contains_key(*k))
-                {
-                    return Ok(Err(Invalid {
-                        field,
-                        message: format!("secret `{name}` has no key `{missing}`"),
-                    }));
-                }
-            }
+    for (field, name) in wanted {
+        let Some(secret) = api.get_metadata_opt(&name).await.map_err(Error::Kube)? else {
+            return Ok(Err(Invalid {
+                field,
+                message: format!("secret `{name}` does not exist in namespace `{ns}`"),
+            }));
+        };
+        let opted_in = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SECRET_OPT_IN_LABEL))
+            .is_some_and(|v| v == "true");
+        if !opted_in {
+            return Ok(Err(Invalid {
+                field,
+                message: format!(
+                    "secret `{name}` is not labelled {SECRET_OPT_IN_LABEL}=true; its owner must opt it in before a BinlogStream may use it (kubectl label secret {name} {SECRET_OPT_IN_LABEL}=true)"
+                ),
+            }));
         }
     }
     if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
@@ -164,7 +211,8 @@ async fn check_secrets(client: &Client, bls: &BinlogStream) -> Result<Result<(),
     Ok(Ok(()))
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+/// Applies one child; returns the object as the API server stored it.
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + serde::Serialize
@@ -184,8 +232,171 @@ where
         &Patch::Apply(value),
     )
     .await
-    .map_err(Error::Kube)?;
-    Ok(())
+    .map_err(Error::Kube)
+}
+
+/// An apply the API server refused for what it is (invalid, forbidden by RBAC or admission,
+/// over a quota): retrying the same object cannot help, so the user must see it. Other
+/// errors (5xx, timeouts) are retried with backoff.
+fn refused(e: &Error) -> Option<String> {
+    match e {
+        Error::Kube(kube::Error::Api(resp))
+            if (400..500).contains(&resp.code) && resp.code != 429 =>
+        {
+            Some(resp.message.clone())
+        }
+        _ => None,
+    }
+}
+
+fn desired_hash<K: serde::Serialize>(obj: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(obj).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+fn version<K: Resource>(obj: &K, by_generation: bool) -> String {
+    let m = obj.meta();
+    if by_generation {
+        m.generation.map(|g| g.to_string()).unwrap_or_default()
+    } else {
+        m.resource_version.clone().unwrap_or_default()
+    }
+}
+
+/// Applies `obj` unless the same desired object was applied before and the cache still
+/// holds the version that apply produced (nobody changed or deleted it since). Returns the
+/// stored object when it applied.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    key: &str,
+    kind: &'static str,
+    obj: &K,
+    store: &Store<K>,
+    by_generation: bool,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + 'static,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let desired = desired_hash(obj);
+    let live = cached(store, &ns, &name).map(|o| version(&*o, by_generation));
+    let fresh = ctx.remembered(key, |m| {
+        m.applied
+            .get(kind)
+            .is_some_and(|(d, v)| *d == desired && live.as_ref() == Some(v))
+    });
+    if fresh {
+        return Ok(None);
+    }
+    let stored = apply(&ctx.client, &ns, obj).await?;
+    let v = version(&stored, by_generation);
+    ctx.remembered(key, |m| m.applied.insert(kind, (desired, v)));
+    Ok(Some(stored))
+}
+
+/// Applies the children that changed, in order; `Ok(Err(message))` when the API server
+/// refused one. Returns the Deployment as last seen (applied now, or from the cache).
+async fn apply_children(
+    ctx: &Context,
+    bls: &BinlogStream,
+) -> Result<Result<Option<Deployment>, String>, Error> {
+    let k = key(bls);
+    let c = &ctx.caches;
+    let sa = build::service_account(bls);
+    let role = build::role(bls);
+    let binding = build::role_binding(bls);
+    let deployment = build::deployment(bls, &ctx.build);
+    let what = |kind: &str, name: &Option<String>| {
+        format!("{kind} {}", name.as_deref().unwrap_or_default())
+    };
+    let refusal = |what: String, e: Error| match refused(&e) {
+        Some(msg) => {
+            // Forget it, so the next reconcile tries again rather than trusting a cache.
+            ctx.remembered(&k, |m| m.applied.clear());
+            Ok(Err(format!("the API server refused {what}: {msg}")))
+        }
+        None => Err(e),
+    };
+    if let Err(e) =
+        apply_if_changed(ctx, &k, "ServiceAccount", &sa, &c.service_accounts, false).await
+    {
+        return refusal(what("ServiceAccount", &sa.metadata.name), e);
+    }
+    if let Err(e) = apply_if_changed(ctx, &k, "Role", &role, &c.roles, false).await {
+        return refusal(what("Role", &role.metadata.name), e);
+    }
+    if let Err(e) =
+        apply_if_changed(ctx, &k, "RoleBinding", &binding, &c.role_bindings, false).await
+    {
+        return refusal(what("RoleBinding", &binding.metadata.name), e);
+    }
+    match apply_if_changed(ctx, &k, "Deployment", &deployment, &c.deployments, true).await {
+        Ok(Some(d)) => Ok(Ok(Some(d))),
+        Ok(None) => {
+            let ns = bls.namespace().unwrap_or_default();
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            Ok(Ok(cached(&c.deployments, &ns, &name).map(|d| (*d).clone())))
+        }
+        Err(e) => refusal(what("Deployment", &deployment.metadata.name), e),
+    }
+}
+
+/// How long a pod may sit in Pending before its events are read for the reason.
+const STUCK_AFTER_SECS: i64 = 30;
+
+/// A pod still Pending (containers not created) well after it was made: usually a volume
+/// that cannot be mounted, which only an Event says.
+pub fn stuck_creating(pod: &Pod, now: Timestamp) -> bool {
+    let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+    let age = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| now.as_second() - t.0.as_second())
+        .unwrap_or(0);
+    pending && pod.metadata.deletion_timestamp.is_none() && age > STUCK_AFTER_SECS
+}
+
+/// The newest `FailedMount` Event of `pod` (a missing Secret, or a key it lacks), as a pod
+/// state naming it. Read only for a stuck pod, so a healthy stream costs no request.
+async fn mount_failure(client: &Client, ns: &str, pod: &Pod) -> Result<Option<PodState>, Error> {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+    let events = api
+        .list(&kube::api::ListParams::default().fields(&fields))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+        .map(|e| PodState::Pending {
+            reason: "FailedMount".into(),
+            message: e.message.unwrap_or_default(),
+        }))
+}
+
+/// A ReplicaSet that cannot create the pod (quota, admission policy) says so only in the
+/// Deployment's `ReplicaFailure` condition: no pod exists to show it.
+pub fn replica_failure(deployment: &Deployment) -> Option<PodState> {
+    let conditions = deployment.status.as_ref()?.conditions.as_ref()?;
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some(PodState::Pending {
+        reason: c.reason.clone().unwrap_or_else(|| "FailedCreate".into()),
+        message: c.message.clone().unwrap_or_default(),
+    })
 }
 
 /// The newest publisher pod's state.
@@ -287,39 +498,73 @@ fn same_conditions(
 
 pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = reconcile_inner(bls, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<Action, Error> {
     if bls.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them.
+        ctx.forget(&key(&bls));
         return Ok(Action::await_change());
     }
     let ns = bls.namespace().unwrap_or_default();
     let client = &ctx.client;
+    let k = key(&bls);
 
-    let spec_check: Result<(), Invalid> = match validate(&bls.spec) {
-        Err(e) => Err(e),
-        Ok(()) => check_secrets(client, &bls).await?,
+    let spec_check: Result<(), Invalid> =
+        match validate(&bls.spec).and_then(|()| ctx.tenancy.check(&bls.spec)) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let generation = bls.metadata.generation;
+                let trusted = ctx.remembered(&k, |m| {
+                    m.secrets_ok
+                        .is_some_and(|(g, at)| g == generation && at.elapsed() < SECRETS_RECHECK)
+                });
+                if trusted {
+                    Ok(())
+                } else {
+                    let checked = check_secrets(client, &bls).await?;
+                    ctx.remembered(&k, |m| {
+                        m.secrets_ok = checked.is_ok().then(|| (generation, Instant::now()))
+                    });
+                    checked
+                }
+            }
+        };
+    let applied = match &spec_check {
+        Ok(()) => Some(apply_children(ctx, &bls).await?),
+        Err(_) => None,
     };
-    if spec_check.is_ok() {
-        apply(client, &ns, &build::service_account(&bls)).await?;
-        apply(client, &ns, &build::role(&bls)).await?;
-        apply(client, &ns, &build::role_binding(&bls)).await?;
-        apply(client, &ns, &build::deployment(&bls, &ctx.build)).await?;
-    }
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = build::selector_labels(&bls)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Kube)?;
-    let (pod, pod_name) = pod_state(&pod_list.items);
+    let pods = ctx.caches.pods_matching(&ns, &build::selector_labels(&bls));
+    let (mut pod, pod_name) = pod_state(&pods);
+    if pod == PodState::Missing {
+        if let Some(Ok(Some(d))) = &applied {
+            pod = replica_failure(d).unwrap_or(pod);
+        }
+    }
+    if let Some(stuck) = pods
+        .iter()
+        .filter(|_| pod == PodState::Running { ready: false })
+        .find(|p| stuck_creating(p, Timestamp::now()))
+    {
+        if let Some(failure) = mount_failure(client, &ns, stuck).await? {
+            pod = failure;
+        }
+    }
 
     let inputs = Inputs {
         bls: &bls,
         spec: spec_check.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        apply: match &applied {
+            Some(Err(msg)) => Err(msg.clone()),
+            _ => Ok(()),
+        },
         pod,
         now: Timestamp::now(),
     };
@@ -383,7 +628,7 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
     Ok(match spec_check {
         // Secrets may appear later; the spec itself only changes with a new generation.
         Err(_) => Action::requeue(Duration::from_secs(30)),
-        Ok(()) => Action::requeue(Duration::from_secs(15)),
+        Ok(()) => Action::requeue(RESYNC),
     })
 }
 
@@ -408,27 +653,80 @@ pub fn error_policy(bls: Arc<BinlogStream>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves: one for the whole cluster, or one per
+/// watched namespace (each with its own namespaced watches, so namespaced Roles suffice).
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = futures::FutureExt::shared(shutdown);
+    if ctx.namespaces.is_empty() {
+        run_in(ctx, None, shutdown).await;
+        return;
+    }
+    let runs = ctx
+        .namespaces
+        .clone()
+        .into_iter()
+        .map(|ns| run_in(ctx.clone(), Some(ns), shutdown.clone()));
+    futures::future::join_all(runs).await;
+}
+
+fn api_in<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(
+    ctx: Arc<Context>,
+    ns: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
-    let streams: Api<BinlogStream> = Api::all(client.clone());
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=binlogstream-operator");
-    Controller::new(streams, watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
-        .owns(Api::<Role>::all(client.clone()), owned.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), owned)
+    let streams: Api<BinlogStream> = api_in(&client, ns.as_deref());
+    let (caches, watched) = Caches::watch(&client, ns.as_deref());
+    let ctx = Arc::new(ctx.for_term(caches));
+    let config = controller::Config::default().concurrency(ctx.concurrency);
+    let controller = Controller::new(streams, watcher::Config::default()).with_config(config);
+    let by_pod = controller.store();
+    controller
+        .owns_stream(watched.deployments)
+        .owns_stream(watched.service_accounts)
+        .owns_stream(watched.roles)
+        .owns_stream(watched.role_bindings)
+        // A pod is owned by a ReplicaSet, not by us: map it back by its instance label.
+        .watches_stream(watched.pods, move |pod: Pod| stream_of_pod(&by_pod, &pod))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             match r {
-                Ok((obj, _)) => info!(name = %obj.name, namespace = ?obj.namespace, "reconciled"),
+                Ok((obj, _)) => debug!(
+                    name = %obj.name,
+                    namespace = obj.namespace.as_deref().unwrap_or(""),
+                    "reconciled"
+                ),
                 Err(e) => warn!(error = %e, "reconcile error"),
             }
         })
         .await;
+}
+
+/// The BinlogStream whose publisher `pod` is.
+fn stream_of_pod(streams: &Store<BinlogStream>, pod: &Pod) -> Option<ObjectRef<BinlogStream>> {
+    let ns = pod.metadata.namespace.as_deref()?;
+    let instance = pod
+        .metadata
+        .labels
+        .as_ref()?
+        .get("app.kubernetes.io/instance")?;
+    streams
+        .state()
+        .into_iter()
+        .find(|b| b.namespace().as_deref() == Some(ns) && &build::instance_label(b) == instance)
+        .map(|b| ObjectRef::from_obj(&*b))
 }

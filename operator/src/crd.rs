@@ -38,6 +38,8 @@ pub const PUBLISHER_STATUS_MANAGER: &str = "binlogstream-publisher-status";
     printcolumn = r#"{"name":"Position","type":"string","jsonPath":".status.checkpoint.display"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagSeconds"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Lagging","type":"string","jsonPath":".status.conditions[?(@.type==\"Lagging\")].status"}"#,
+    printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -54,6 +56,7 @@ pub struct BinlogStreamSpec {
     /// binlog the server keeps), `FILE:POS`, or `gtid:D-S-N[,...]` (MariaDB). Ignored once
     /// a checkpoint is in the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(latest|earliest|gtid:\S+|\S+:[0-9]+)$"))]
     pub start: Option<String>,
     #[serde(default)]
     pub output: OutputSpec,
@@ -66,10 +69,13 @@ pub struct BinlogStreamSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
+    #[schemars(length(min = 1, max = 253))]
     pub host: String,
     /// TCP port (1-65535).
     #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: i64,
+    #[schemars(length(min = 1, max = 80))]
     pub user: String,
     /// Secret key holding the password.
     pub password_secret_ref: SecretKeyRef,
@@ -78,6 +84,7 @@ pub struct SourceSpec {
     /// Replica server id, unique among the source's replicas. Default: derived from the
     /// resource's UID, so two streams never share one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967295i64))]
     pub server_id: Option<i64>,
 }
 
@@ -89,7 +96,9 @@ fn default_port() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Secret in the resource's namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -117,6 +126,7 @@ pub struct TlsSpec {
 /// Where the CA bundle is: exactly one of `secretName` and `configMapName`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["secretName"]}, {"required": ["configMapName"]}]))]
 pub struct CaBundleRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
@@ -159,15 +169,19 @@ impl TlsMode {
 pub struct TablesSpec {
     /// `schema.table` patterns to capture (`*` wildcard); empty: every table.
     #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^[^.\s]+\.[^.\s]+$")))]
     pub include: Vec<String>,
     /// `schema.table` patterns never captured.
     #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^[^.\s]+\.[^.\s]+$")))]
     pub exclude: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
+    /// Kinesis stream name (1-128 of `a-zA-Z0-9_.-`).
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9_.-]{1,128}$"))]
     pub stream: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -176,6 +190,7 @@ pub struct TargetSpec {
     pub endpoint: Option<String>,
     /// `primary-key` (default), `table`, or `constant:VALUE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(primary-key|table|constant:.+)$"))]
     pub partition_key: Option<String>,
     /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally
     /// `AWS_SESSION_TOKEN`). Without it the pod's own AWS identity is used (IRSA: annotate
@@ -186,6 +201,7 @@ pub struct TargetSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretNameRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -200,6 +216,7 @@ pub struct OutputSpec {
     pub aggregate: bool,
     /// Rows over Kinesis's 1 MiB limit: `fail` (default), `skip`, or `key-only`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(fail|skip|key-only)$"))]
     pub oversize: Option<String>,
 }
 
@@ -208,6 +225,7 @@ pub struct OutputSpec {
 pub struct LagSpec {
     /// `Lagging` becomes True when the lag exceeds this many seconds.
     #[serde(default = "default_lag")]
+    #[schemars(range(min = 1))]
     pub threshold_seconds: i64,
 }
 

@@ -8,7 +8,7 @@ use std::sync::{
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -20,7 +20,11 @@ pub struct ErrorLabel {
 pub struct OperatorMetrics {
     pub reconciles: Counter,
     pub failures: Family<ErrorLabel, Counter>,
+    /// Wall time of one reconcile, API calls included.
+    pub reconcile_duration: Histogram,
     pub leader: AtomicBool,
+    /// 1 while this replica holds the lease (the same as /readyz's role, for alerts).
+    pub leader_gauge: Gauge,
     registry: Registry,
 }
 
@@ -29,9 +33,24 @@ impl Default for OperatorMetrics {
         let mut m = OperatorMetrics {
             reconciles: Counter::default(),
             failures: Family::default(),
+            // 1 ms to ~16 s.
+            reconcile_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            ),
             leader: AtomicBool::new(false),
+            leader_gauge: Gauge::default(),
             registry: Registry::with_prefix("binlogstream_operator"),
         };
+        m.registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile takes, API calls included",
+            m.reconcile_duration.clone(),
+        );
+        m.registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader_gauge.clone(),
+        );
         m.registry
             .register("reconciles", "Reconcile runs", m.reconciles.clone());
         m.registry.register(
@@ -44,6 +63,11 @@ impl Default for OperatorMetrics {
 }
 
 impl OperatorMetrics {
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+        self.leader_gauge.set(i64::from(leader));
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

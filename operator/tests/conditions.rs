@@ -23,6 +23,15 @@ fn bls(status: BinlogStreamStatus) -> BinlogStream {
     b
 }
 
+/// A publisher report written just now (so the lag on record is trusted).
+fn reported_now(state: &str) -> Option<PublisherReport> {
+    Some(PublisherReport {
+        state: state.into(),
+        time: Some(Timestamp::now().to_string()),
+        ..Default::default()
+    })
+}
+
 fn get<'a>(
     c: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     t: &str,
@@ -37,6 +46,7 @@ fn run(
     compute(&Inputs {
         bls: b,
         spec: Ok(()),
+        apply: Ok(()),
         pod,
         now: Timestamp::now(),
     })
@@ -46,10 +56,7 @@ fn run(
 fn streaming_within_threshold_is_ready() {
     let b = bls(BinlogStreamStatus {
         lag_seconds: Some(3),
-        publisher: Some(PublisherReport {
-            state: "Running".into(),
-            ..Default::default()
-        }),
+        publisher: reported_now("Running"),
         ..Default::default()
     });
     let c = run(&b, PodState::Running { ready: true });
@@ -69,6 +76,7 @@ fn streaming_within_threshold_is_ready() {
 fn lag_above_threshold_is_lagging() {
     let b = bls(BinlogStreamStatus {
         lag_seconds: Some(120),
+        publisher: reported_now("Running"),
         ..Default::default()
     });
     let c = run(&b, PodState::Running { ready: true });
@@ -79,7 +87,14 @@ fn lag_above_threshold_is_lagging() {
     );
     assert_eq!(
         lag.message,
-        "replication lag is 120s, above the threshold of 30s"
+        "replication lag is above the threshold of 30s (see status.lagSeconds)"
+    );
+    // The number lives in lagSeconds only: a moving lag must not change the condition.
+    let mut b2 = b.clone();
+    b2.status.as_mut().expect("status").lag_seconds = Some(150);
+    assert_eq!(
+        get(&run(&b2, PodState::Running { ready: true }), "Lagging").message,
+        lag.message
     );
 }
 
@@ -131,40 +146,99 @@ fn a_crash_looping_pod_is_degraded_with_the_publisher_message() {
 }
 
 #[test]
-fn binlog_at_risk_says_oldest_or_purged_and_how_far() {
-    let status = |file: &str| BinlogStreamStatus {
+fn binlog_at_risk_says_oldest_or_purged() {
+    let status = |file: &str, oldest: &str, newest: &str| BinlogStreamStatus {
         checkpoint: Some(CheckpointStatus {
             file: file.into(),
             position: 4,
             ..Default::default()
         }),
         source_binlogs: Some(SourceBinlogs {
-            oldest: "binlog.000005".into(),
-            newest: "binlog.000009".into(),
+            oldest: oldest.into(),
+            newest: newest.into(),
             count: 5,
         }),
         ..Default::default()
     };
-    let c = run(&bls(status("binlog.000003")), PodState::Missing);
-    assert_eq!(get(&c, "BinlogAtRisk").reason, "CheckpointPurged");
-    let c = run(&bls(status("binlog.000005")), PodState::Missing);
+    let risk = |file: &str, oldest: &str, newest: &str| {
+        let c = run(&bls(status(file, oldest, newest)), PodState::Missing);
+        let r = get(&c, "BinlogAtRisk");
+        (r.status.clone(), r.reason.clone())
+    };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
     assert_eq!(
-        (
-            get(&c, "BinlogAtRisk").status.as_str(),
-            get(&c, "BinlogAtRisk").reason.as_str()
-        ),
-        ("True", "CheckpointInOldestBinlog")
+        risk("binlog.000003", "binlog.000005", "binlog.000009"),
+        pair("True", "CheckpointPurged")
     );
-    let c = run(&bls(status("binlog.000008")), PodState::Missing);
-    let r = get(&c, "BinlogAtRisk");
-    assert_eq!(r.status, "False");
-    assert!(r.message.contains("3 binlog files newer"), "{}", r.message);
+    assert_eq!(
+        risk("binlog.000005", "binlog.000005", "binlog.000009"),
+        pair("True", "CheckpointInOldestBinlog")
+    );
+    assert_eq!(
+        risk("binlog.000008", "binlog.000005", "binlog.000009"),
+        pair("False", "CheckpointSafe")
+    );
+    // A source keeping one file: the active file cannot be purged (the demo showed True).
+    assert_eq!(
+        risk("binlog.000001", "binlog.000001", "binlog.000001"),
+        pair("False", "CheckpointInActiveBinlog")
+    );
+    // Past the six digits of the suffix the server keeps counting: numeric, not text order.
+    assert_eq!(
+        risk("binlog.999999", "binlog.999998", "binlog.1000000"),
+        pair("False", "CheckpointSafe")
+    );
+    // Another base name (log_bin_basename changed) cannot be ordered: not guessed.
+    assert_eq!(
+        risk("old-bin.000007", "binlog.000005", "binlog.000009"),
+        pair("Unknown", "UnknownBinlogNames")
+    );
+}
+
+#[test]
+fn a_silent_publisher_makes_lagging_unknown() {
+    let stale = Timestamp::now()
+        .checked_sub(jiff_secs(600))
+        .expect("time")
+        .to_string();
+    let b = bls(BinlogStreamStatus {
+        lag_seconds: Some(1),
+        checkpoint: Some(CheckpointStatus {
+            file: "binlog.000001".into(),
+            position: 4,
+            written_at: Some(stale.clone()),
+            ..Default::default()
+        }),
+        publisher: Some(PublisherReport {
+            state: "Running".into(),
+            time: Some(stale),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let lag = get(&run(&b, PodState::Running { ready: true }), "Lagging").clone();
+    assert_eq!(
+        (lag.status.as_str(), lag.reason.as_str()),
+        ("Unknown", "PublisherSilent")
+    );
+    // A fresh checkpoint write is enough to trust the lag again.
+    let mut fresh = b.clone();
+    if let Some(cp) = fresh.status.as_mut().and_then(|s| s.checkpoint.as_mut()) {
+        cp.written_at = Some(Timestamp::now().to_string());
+    }
+    let lag = get(&run(&fresh, PodState::Running { ready: true }), "Lagging").clone();
+    assert_eq!(lag.reason, "LagWithinThreshold");
+}
+
+fn jiff_secs(s: i64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(s)
 }
 
 #[test]
 fn transition_times_stay_until_the_status_changes() {
     let b = bls(BinlogStreamStatus {
         lag_seconds: Some(1),
+        publisher: reported_now("Running"),
         ..Default::default()
     });
     let first = run(&b, PodState::Running { ready: true });
@@ -184,6 +258,47 @@ fn transition_times_stay_until_the_status_changes() {
         get(&third, "Lagging").last_transition_time
     );
     assert_eq!(transitions(&second, &third).len(), 1);
+}
+
+#[test]
+fn a_refused_apply_is_degraded_with_the_api_message() {
+    let b = bls(BinlogStreamStatus::default());
+    let c = compute(&Inputs {
+        bls: &b,
+        spec: Ok(()),
+        apply: Err("the API server refused Deployment bls-x: admission webhook denied".into()),
+        pod: PodState::Missing,
+        now: Timestamp::now(),
+    });
+    for t in ["Ready", "Degraded"] {
+        assert_eq!(get(&c, t).reason, "ApplyFailed");
+        assert!(get(&c, t).message.contains("admission webhook denied"));
+    }
+    assert_eq!(get(&c, "Ready").status, "False");
+    assert_eq!(get(&c, "Degraded").status, "True");
+}
+
+#[test]
+fn a_pod_the_replicaset_cannot_create_is_a_condition() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "bls-x"},
+        "status": {"conditions": [{
+            "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+            "message": "pods \"bls-x-5d9\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1"
+        }]}
+    }))
+    .expect("deployment");
+    let pod = operator::controller::replica_failure(&d).expect("failure");
+    let b = bls(BinlogStreamStatus::default());
+    let c = run(&b, pod);
+    let r = get(&c, "Ready");
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "FailedCreate")
+    );
+    assert!(r.message.contains("exceeded quota"), "{}", r.message);
+    assert_eq!(get(&c, "Degraded").status, "True");
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn context(client: Client) -> Arc<Context> {
         BuildConfig {
             publisher_image: "binlogstream/publisher:0.1.0".into(),
             image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
         },
         Arc::new(OperatorMetrics::default()),
     ))
@@ -101,6 +102,13 @@ fn secret() -> Value {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some("db-pw".into()),
             namespace: Some("shop".into()),
+            labels: Some(
+                [(
+                    "cdc.binlogstream.io/allow-binlogstreams".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
             ..Default::default()
         },
         data: Some([("password".to_string(), ByteString(b"pw".to_vec()))].into()),
@@ -171,11 +179,12 @@ async fn create_applies_every_child_and_reports_starting() {
         echo,
     )
     .await;
-    let rules = role["rules"].as_array().expect("rules");
-    assert_eq!(rules[0]["resourceNames"], json!(["orders"]));
-    assert_eq!(rules[1]["resources"], json!(["binlogstreams/status"]));
-    assert_eq!(rules[1]["verbs"], json!(["get", "patch"]));
-    assert_eq!(rules[2]["resourceNames"], json!(["db-pw"]));
+    // Only its own status: no Secret (kubelet mounts them), no other object.
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["cdc.binlogstream.io"], "resources": ["binlogstreams/status"],
+                "resourceNames": ["orders"], "verbs": ["get", "patch"]}])
+    );
     let rb = expect(
         &mut h,
         "PATCH",
@@ -226,14 +235,7 @@ async fn create_applies_every_child_and_reports_starting() {
         dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
         true
     );
-
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/pods?&labelSelector=",
-        |_| ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
-    )
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -255,7 +257,7 @@ async fn create_applies_every_child_and_reports_starting() {
     let action = task.await.expect("task").expect("reconcile ok");
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15))
+        kube::runtime::controller::Action::requeue(operator::controller::RESYNC)
     );
 }
 
@@ -267,10 +269,7 @@ async fn an_invalid_spec_is_ready_false_naming_the_field_and_creates_nothing() {
     spec["source"]["port"] = json!(70000);
     let bls = Arc::new(stream(spec));
     let task = tokio::spawn(reconcile(bls.clone(), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -305,10 +304,7 @@ async fn a_missing_secret_is_ready_false_naming_the_field() {
         |_| not_found(),
     )
     .await;
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -356,6 +352,7 @@ async fn unchanged_conditions_are_not_rewritten() {
     let inputs = operator::reconcile::conditions::Inputs {
         bls: &bls,
         spec: Err("spec.source.port: 0 is not a TCP port (1-65535)".into()),
+        apply: Ok(()),
         pod: operator::reconcile::conditions::PodState::Missing,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
@@ -366,10 +363,7 @@ async fn unchanged_conditions_are_not_rewritten() {
         ..Default::default()
     });
     let task = tokio::spawn(reconcile(Arc::new(bls), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     task.await.expect("task").expect("ok");
     let next = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
     assert!(
@@ -404,7 +398,8 @@ async fn a_tls_spec_checks_its_ca_config_map_and_client_secret() {
         |_| {
             ok_json(
                 json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
-                "metadata": {"name": "repl-cert", "namespace": "shop"},
+                "metadata": {"name": "repl-cert", "namespace": "shop",
+                             "labels": {"cdc.binlogstream.io/allow-binlogstreams": "true"}},
                 "data": {"tls.crt": "Yw==", "tls.key": "aw=="}}),
             )
         },
@@ -417,10 +412,7 @@ async fn a_tls_spec_checks_its_ca_config_map_and_client_secret() {
         |_| not_found(),
     )
     .await;
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -446,10 +438,7 @@ async fn a_ca_with_tls_disabled_is_an_invalid_spec() {
     spec["source"]["tls"] = json!({"ca": {"secretName": "db-ca"}});
     let bls = Arc::new(stream(spec));
     let task = tokio::spawn(reconcile(bls.clone(), ctx));
-    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods", |_| {
-        ok_json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}))
-    })
-    .await;
+    // Pods come from the reflector cache: no request.
     let status = expect(
         &mut h,
         "PATCH",
@@ -463,6 +452,332 @@ async fn a_ca_with_tls_disabled_is_an_invalid_spec() {
         ready["message"],
         "spec.source.tls.ca: is set but spec.source.tls.mode is disabled; set mode to required or verify-identity"
     );
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
+}
+
+fn refused(code: u16, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("code"))
+        .body(Body::from(
+            serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": code, "message": message}))
+                .expect("json"),
+        ))
+        .expect("response")
+}
+
+#[tokio::test]
+async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        echo,
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        echo,
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        echo,
+    )
+    .await;
+    expect(&mut h, "PATCH", "/apis/apps/v1/namespaces/shop/deployments/bls-orders", |_| {
+        refused(403, "admission webhook \"policy.example\" denied the request: images must come from registry.example")
+    })
+    .await;
+    // Pods come from the reflector cache: no request.
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ApplyFailed"))
+    );
+    let msg = ready["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("Deployment bls-orders") && msg.contains("images must come from"),
+        "{msg}"
+    );
+    assert_eq!(condition(&status, "Degraded")["reason"], "ApplyFailed");
+    let events = drain_events(&mut h, 4).await;
+    assert!(events.iter().any(|e| e["reason"] == "ApplyFailed"));
+    task.await
+        .expect("task")
+        .expect("reconcile ok: the refusal is in the status, not an error loop");
+}
+
+/// Like the API server: the applied object with a resourceVersion and generation.
+fn stored(body: &Value) -> Value {
+    let mut v = body.clone();
+    v["metadata"]["resourceVersion"] = json!("7");
+    v["metadata"]["generation"] = json!(1);
+    v
+}
+
+#[tokio::test]
+async fn an_unchanged_stream_costs_no_api_request() {
+    use kube::runtime::{reflector, watcher};
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let (pods, _) = reflector::store();
+    let (deployments, mut dw) = reflector::store();
+    let (service_accounts, mut sw) = reflector::store();
+    let (roles, mut rw) = reflector::store();
+    let (role_bindings, mut bw) = reflector::store();
+    let mut ctx = Context::new(
+        client,
+        BuildConfig {
+            publisher_image: "binlogstream/publisher:0.1.0".into(),
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+        },
+        Arc::new(OperatorMetrics::default()),
+    );
+    ctx.caches = operator::cache::Caches {
+        pods,
+        deployments,
+        service_accounts,
+        roles,
+        role_bindings,
+    };
+    let ctx = Arc::new(ctx);
+    let bls = stream(valid_spec());
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx.clone()));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let sa = expect(
+        &mut h,
+        "PATCH",
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let role = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let rb = expect(
+        &mut h,
+        "PATCH",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let dep = expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("first reconcile");
+
+    // The watches deliver what was applied; the publisher then writes its status again.
+    fn seen<K: serde::de::DeserializeOwned>(v: &Value) -> K {
+        serde_json::from_value(stored(v)).expect("object")
+    }
+    dw.apply_watcher_event(&watcher::Event::Apply(seen(&dep)));
+    sw.apply_watcher_event(&watcher::Event::Apply(seen(&sa)));
+    rw.apply_watcher_event(&watcher::Event::Apply(seen(&role)));
+    bw.apply_watcher_event(&watcher::Event::Apply(seen(&rb)));
+    let mut again = bls.clone();
+    again.status = serde_json::from_value(status["status"].clone()).expect("status");
+    if let Some(s) = again.status.as_mut() {
+        s.records_published = Some(1234);
+    }
+    // A request now would wait for an answer the mock never gives: the timeout would fire.
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reconcile(Arc::new(again.clone()), ctx.clone()),
+    )
+    .await
+    .expect("the second reconcile made an API request");
+    second.expect("second reconcile");
+
+    // Someone deletes the Deployment: the next reconcile applies it again.
+    dw.apply_watcher_event(&watcher::Event::Delete(seen(&dep)));
+    let task = tokio::spawn(reconcile(Arc::new(again), ctx));
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    task.await.expect("task").expect("third reconcile");
+}
+
+#[tokio::test]
+async fn a_secret_without_the_owners_opt_in_is_refused_and_nothing_mounts_it() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| {
+            ok_json(
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"name": "db-pw", "namespace": "shop", "labels": {"team": "payments"}}}),
+            )
+        },
+    )
+    .await;
+    // No apply: the next request is the status, so no Deployment (no pod) names the Secret.
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    let msg = ready["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("spec.source.passwordSecretRef: secret `db-pw` is not labelled cdc.binlogstream.io/allow-binlogstreams=true"),
+        "{msg}"
+    );
+    drain_events(&mut h, 4).await;
+    task.await.expect("task").expect("reconcile ok");
+}
+
+#[tokio::test]
+async fn secret_values_are_never_requested() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    let (req, send) = h.next_request().await.expect("a request");
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(req.uri().path().ends_with("/secrets/db-pw"));
+    assert!(
+        accept.contains("as=PartialObjectMetadata"),
+        "a Secret is asked for as metadata only, got Accept: {accept}"
+    );
+    send.send_response(ok_json(secret()));
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
+    use kube::runtime::{reflector, watcher};
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut ctx = Context::new(
+        Client::new(svc, "default"),
+        BuildConfig {
+            publisher_image: "binlogstream/publisher:0.1.0".into(),
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+        },
+        Arc::new(OperatorMetrics::default()),
+    );
+    let (pods, mut pw) = reflector::store();
+    let created = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
+        .expect("time");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bls-orders-7d4-x2", "namespace": "shop", "creationTimestamp": created.to_string(),
+                     "labels": {"app.kubernetes.io/name": "binlogstream-publisher", "app.kubernetes.io/instance": "orders"}},
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "publisher", "ready": false, "restartCount": 0, "image": "p", "imageID": "",
+                   "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    }))
+    .expect("pod");
+    pw.apply_watcher_event(&watcher::Event::Apply(pod));
+    ctx.caches.pods = pods;
+    let ctx = Arc::new(ctx);
+    let bls = Arc::new(stream(valid_spec()));
+    let task = tokio::spawn(reconcile(bls.clone(), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    for path in [
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+    ] {
+        expect(&mut h, "PATCH", path, echo).await;
+    }
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/events?&fieldSelector=involvedObject.kind%3DPod%2CinvolvedObject.name%3Dbls-orders-7d4-x2",
+        |_| {
+            ok_json(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": [{
+                "metadata": {"name": "e1", "namespace": "shop"},
+                "involvedObject": {"kind": "Pod", "name": "bls-orders-7d4-x2"},
+                "reason": "FailedMount", "type": "Warning",
+                "message": "MountVolume.SetUp failed for volume \"source-password\" : couldn't find key password in Secret shop/db-pw"
+            }]}))
+        },
+    )
+    .await;
+    let status = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status",
+        with_status(&bls),
+    )
+    .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "FailedMount");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("couldn't find key password in Secret shop/db-pw"));
+    assert_eq!(condition(&status, "Degraded")["status"], "True");
     drain_events(&mut h, 4).await;
     task.await.expect("task").expect("reconcile ok");
 }

@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Shortest time between checkpoint writes, in ms [default: 1000].
     #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
+    /// Longest a stop (SIGTERM, or an error) waits for unacknowledged records and the final
+    /// checkpoint, in seconds; keep it below the pod's grace period [default: 20].
+    #[arg(long, env = "BINLOGSTREAM_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +153,7 @@ struct FileConfig {
     heartbeat_secs: Option<u64>,
     linger_ms: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
+    drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,6 +382,16 @@ impl RunArgs {
                 .or(file.checkpoint_interval_ms)
                 .unwrap_or(1000),
         );
+        let drain_timeout = match self.drain_timeout_secs.or(file.drain_timeout_secs) {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    field: "drain-timeout-secs",
+                    reason: "must be at least 1 second".into(),
+                })
+            }
+            Some(s) => Duration::from_secs(s),
+            None => crate::pipeline::DEFAULT_DRAIN_TIMEOUT,
+        };
         Ok(RunConfig {
             source: SourceConfig {
                 addr,
@@ -397,6 +412,7 @@ impl RunArgs {
             pipeline: PipelineOptions {
                 linger,
                 checkpoint_interval,
+                drain_timeout,
                 ..PipelineOptions::default()
             },
         })
@@ -406,6 +422,25 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_timeout_defaults_below_the_grace_period_and_rejects_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").expect("pw");
+        let args = |secs: Option<u64>| RunArgs {
+            source: Some("mysql://repl@db:3306".into()),
+            password_file: Some(pw.clone()),
+            drain_timeout_secs: secs,
+            ..Default::default()
+        };
+        let default = args(None).resolve().expect("resolve");
+        assert_eq!(default.pipeline.drain_timeout, Duration::from_secs(20));
+        let set = args(Some(7)).resolve().expect("resolve");
+        assert_eq!(set.pipeline.drain_timeout, Duration::from_secs(7));
+        let e = args(Some(0)).resolve().expect_err("zero").to_string();
+        assert!(e.contains("drain-timeout-secs"), "{e}");
+    }
 
     #[test]
     fn file_values_apply_and_flags_win() {

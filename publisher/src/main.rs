@@ -74,39 +74,48 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers for SIGTERM and SIGINT at once, so a stop that arrives while the publisher is
+/// still connecting is not lost (the default action would end it without a final
+/// checkpoint); resolves when one arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            Ok((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutdown requested: draining and writing the final checkpoint");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    info!("shutdown requested: draining and writing the final checkpoint");
 }
 
 async fn run_with<S: Sink, C: CheckpointStore>(
     cfg: RunConfig,
     sink: &mut S,
     store: &mut C,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
     let checkpoint = store.load().await?;
     if let Some(cp) = &checkpoint {
         info!(file = %cp.file, pos = cp.pos, rows_done = cp.rows_done, "resuming from checkpoint");
     }
+    let mut opts = cfg.pipeline.clone();
+    opts.store_start = checkpoint.is_none();
     let reader = Reader::open(cfg.source.clone(), checkpoint).await?;
-    Ok(pipeline::run(reader, sink, store, &cfg.pipeline, shutdown_signal()).await?)
+    Ok(pipeline::run(reader, sink, store, &opts, stop).await?)
 }
 
 /// One CamelCase word for the status report, from the error that stopped the publisher.
@@ -127,6 +136,11 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SourceError>() {
             return source(s);
+        }
+        match cause.downcast_ref::<PipelineError>() {
+            Some(PipelineError::DrainIncomplete { .. }) => return "DrainIncomplete",
+            Some(PipelineError::Checkpoint(_)) => return "CheckpointStoreFailed",
+            _ => {}
         }
         if let Some(PipelineError::Source(s)) = cause.downcast_ref::<PipelineError>() {
             return source(s);
@@ -177,6 +191,8 @@ async fn report_status(
                     "KinesisFailing"
                 } else if p.starts_with("source") {
                     "SourceUnreachable"
+                } else if p.starts_with("checkpoint store") {
+                    "CheckpointStoreFailing"
                 } else {
                     "Starting"
                 };
@@ -191,36 +207,31 @@ async fn report_status(
                 );
             }
         }
+        // A failure is logged (once per change) and counted by the writer itself.
         if let Err(e) = writer.write().await {
-            tracing::warn!(error = %e, "could not report to the BinlogStream status");
+            tracing::debug!(error = %e, "could not report to the BinlogStream status");
         }
     }
 }
 
-async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summary> {
+async fn run_sink<S: Sink>(
+    cfg: RunConfig,
+    sink: &mut S,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
     if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
         let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone()).await?;
         // Read the stored checkpoint before anything writes the status (see StatusWriter).
-        KubeCheckpoint {
-            writer: writer.clone(),
-        }
-        .load()
-        .await?;
+        KubeCheckpoint::new(writer.clone()).load().await?;
         writer.set_report("Starting", None, None);
         let reporter = tokio::spawn(report_status(
             writer.clone(),
             cfg.pipeline.metrics.clone(),
             cfg.source.addr.clone(),
         ));
-        let result = run_with(
-            cfg,
-            sink,
-            &mut KubeCheckpoint {
-                writer: writer.clone(),
-            },
-        )
-        .await;
+        let result = run_with(cfg, sink, &mut KubeCheckpoint::new(writer.clone()), stop).await;
         reporter.abort();
+        let _ = reporter.await;
         match &result {
             Ok(_) => writer.set_report("Stopped", None, None),
             Err(e) => writer.set_report("Failed", Some(reason_of(e)), Some(format!("{e:#}"))),
@@ -231,8 +242,8 @@ async fn run_sink<S: Sink>(cfg: RunConfig, sink: &mut S) -> anyhow::Result<Summa
         return result;
     }
     match cfg.checkpoint_file.clone() {
-        Some(path) => run_with(cfg, sink, &mut FileCheckpoint::new(path)).await,
-        None => run_with(cfg, sink, &mut NoCheckpoint).await,
+        Some(path) => run_with(cfg, sink, &mut FileCheckpoint::new(path), stop).await,
+        None => run_with(cfg, sink, &mut NoCheckpoint, stop).await,
     }
 }
 
@@ -246,6 +257,7 @@ async fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = async {
         match cli.command {
             Command::Run(args) => {
+                let stop = shutdown_signal();
                 let cfg = (*args).resolve().context("invalid configuration")?;
                 info!(source = %cfg.source.addr.display(), server_id = cfg.source.server_id, start = %cfg.source.start, "starting");
                 let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -257,9 +269,9 @@ async fn main() -> std::process::ExitCode {
                     }))
                 });
                 let result = match cfg.sink.clone() {
-                    SinkSpec::Stdout => run_sink(cfg, &mut JsonLinesSink::stdout()).await,
-                    SinkSpec::File(path) => run_sink(cfg, &mut JsonLinesSink::file(path).await?).await,
-                    SinkSpec::Null => run_sink(cfg, &mut NullSink::default()).await,
+                    SinkSpec::Stdout => run_sink(cfg, &mut JsonLinesSink::stdout(), stop).await,
+                    SinkSpec::File(path) => run_sink(cfg, &mut JsonLinesSink::file(path).await?, stop).await,
+                    SinkSpec::Null => run_sink(cfg, &mut NullSink::default(), stop).await,
                     SinkSpec::Kinesis => {
                         let kcfg = cfg.kinesis.clone().context("kinesis settings missing")?;
                         let client = kinesis::client(&kcfg).await;
@@ -273,7 +285,7 @@ async fn main() -> std::process::ExitCode {
                         if let Some(ranges) = shards {
                             sink.set_shards(ranges);
                         }
-                        run_sink(cfg, &mut sink).await
+                        run_sink(cfg, &mut sink, stop).await
                     }
                 };
                 let _ = stop_metrics.send(());
@@ -330,7 +342,15 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 3: stopped as asked but not fully drained (see --drain-timeout-secs); nothing is
+            // lost, a restart sends the rest. 1: every other failure.
+            let drain_incomplete = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<pipeline::PipelineError>(),
+                    Some(pipeline::PipelineError::DrainIncomplete { .. })
+                )
+            });
+            std::process::ExitCode::from(if drain_incomplete { 3 } else { 1 })
         }
     }
 }

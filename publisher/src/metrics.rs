@@ -48,6 +48,8 @@ pub struct Metrics {
     /// publisher is reconnecting).
     pub source_reconnects: Counter,
     pub source_connected: Gauge,
+    /// Checkpoint writes that failed and will be retried (the stream goes on meanwhile).
+    pub checkpoint_store_failures: Counter,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
     checkpoint_age: Gauge,
@@ -59,6 +61,9 @@ pub struct Metrics {
     ready: AtomicBool,
     /// Why the publisher is not ready (shown by /readyz).
     problem: Mutex<Option<String>>,
+    /// Set while checkpoints cannot be stored; kept apart from `problem`, which the source
+    /// and the sink set and clear.
+    store_problem: Mutex<Option<String>>,
     registry: Registry,
 }
 
@@ -87,6 +92,7 @@ impl Metrics {
             in_flight_records: Gauge::default(),
             source_reconnects: Counter::default(),
             source_connected: Gauge::default(),
+            checkpoint_store_failures: Counter::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
             checkpoint_age: Gauge::default(),
@@ -95,6 +101,7 @@ impl Metrics {
             acked_event_ts: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             problem: Mutex::new(None),
+            store_problem: Mutex::new(None),
             registry: Registry::with_prefix("binlogstream"),
         };
         let r = &mut m.registry;
@@ -143,6 +150,11 @@ impl Metrics {
             "source_connected",
             "1 while a binlog dump from the source is open, 0 while reconnecting",
             m.source_connected.clone(),
+        );
+        r.register(
+            "checkpoint_store_failures",
+            "Checkpoint writes that failed and are being retried (see checkpoint_age_seconds)",
+            m.checkpoint_store_failures.clone(),
         );
         r.register(
             "checkpoint_position",
@@ -198,10 +210,17 @@ impl Metrics {
         }
     }
 
+    /// Why checkpoints cannot be stored now (`None` once they can again).
+    pub fn set_store_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.store_problem.lock() {
+            *p = problem;
+        }
+    }
+
     /// `None` when ready; otherwise why not.
     pub fn problem(&self) -> Option<String> {
         if self.ready.load(Ordering::Relaxed) {
-            None
+            self.store_problem.lock().ok().and_then(|p| p.clone())
         } else {
             Some(
                 self.problem
@@ -242,19 +261,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        let why = m
-            .problem
-            .lock()
-            .ok()
-            .and_then(|p| p.clone())
-            .unwrap_or_else(|| "starting".into());
-        (
+    match m.problem() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
-        )
+        ),
     }
 }
 

@@ -25,6 +25,13 @@ pub struct PipelineOptions {
     pub checkpoint_interval: Duration,
     /// Ceiling of the exponential backoff between reconnect attempts.
     pub max_backoff: Duration,
+    /// Longest a stop (a signal or an error) waits for the sink and the final checkpoint,
+    /// so that it ends inside the pod's grace period.
+    pub drain_timeout: Duration,
+    /// Store the reader's start as the checkpoint before anything is delivered (set when no
+    /// checkpoint existed), so a restart after an early failure does not resolve the start
+    /// (`latest`) again and skip what happened in between.
+    pub store_start: bool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -34,13 +41,29 @@ impl Default for PipelineOptions {
             linger: Duration::from_millis(5),
             checkpoint_interval: Duration::from_millis(1000),
             max_backoff: Duration::from_secs(30),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            store_start: false,
             metrics: Arc::new(Metrics::new()),
         }
     }
 }
 
+/// Below Kubernetes' default grace period (30 s), leaving room for the final status report.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// Asked to stop, but the sink did not deliver everything before the drain deadline.
+    /// Nothing is lost: the stored checkpoint covers only what was acknowledged.
+    #[error(
+        "stopped at the drain deadline ({timeout_secs} s) with {undelivered} records not acknowledged; \
+         the checkpoint covers what was ({checkpoint}) and a restart sends the rest"
+    )]
+    DrainIncomplete {
+        timeout_secs: u64,
+        undelivered: i64,
+        checkpoint: String,
+    },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -64,23 +87,74 @@ struct Saver<'a, C: CheckpointStore> {
     last_save: Option<Instant>,
     unsaved: Option<Checkpoint>,
     saved: Option<Checkpoint>,
+    /// The last transient store error, while the store keeps failing.
+    failing: Option<String>,
 }
 
 impl<C: CheckpointStore> Saver<'_, C> {
+    /// Takes the newest checkpoint and stores it when due. A transient store error keeps it
+    /// (newer ones replace it) for the next attempt an interval later: the stream goes on,
+    /// only a restart would repeat more rows. A definite error stops the pipeline.
     async fn offer(&mut self, cp: Option<Checkpoint>, force: bool) -> Result<(), CheckpointError> {
         if let Some(cp) = cp {
             self.unsaved = Some(cp);
         }
         let due = force || self.last_save.is_none_or(|t| t.elapsed() >= self.interval);
-        if due {
-            if let Some(cp) = self.unsaved.take() {
-                self.store.save(&cp).await?;
-                self.metrics.checkpoint_saved(&cp.file, cp.pos);
-                self.last_save = Some(Instant::now());
-                self.saved = Some(cp);
-            }
+        if !due {
+            return Ok(());
         }
-        Ok(())
+        let Some(cp) = self.unsaved.take() else {
+            return Ok(());
+        };
+        self.last_save = Some(Instant::now());
+        match self.store.save(&cp).await {
+            Ok(()) => {
+                // A queueing store reports to the metrics when the write really happened.
+                if !self.store.queues() {
+                    self.metrics.checkpoint_saved(&cp.file, cp.pos);
+                }
+                if self.failing.take().is_some() {
+                    info!(file = %cp.file, pos = cp.pos, "checkpoint store recovered");
+                    self.metrics.set_store_problem(None);
+                }
+                self.saved = Some(cp);
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                self.metrics.checkpoint_store_failures.inc();
+                if self.failing.is_none() {
+                    warn!(error = %e, retry_in_ms = self.interval.as_millis() as u64,
+                        "could not store the checkpoint; streaming on and retrying");
+                }
+                self.metrics
+                    .set_store_problem(Some(format!("checkpoint store failing: {e}")));
+                self.failing = Some(e.to_string());
+                self.unsaved = Some(cp);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The final checkpoint: stored, retried on transient errors, until `deadline`.
+    async fn finish(
+        &mut self,
+        cp: Option<Checkpoint>,
+        deadline: Instant,
+    ) -> Result<(), CheckpointError> {
+        const RETRY: Duration = Duration::from_millis(200);
+        self.offer(cp, true).await?;
+        while self.unsaved.is_some() {
+            if Instant::now() + RETRY >= deadline {
+                return Err(CheckpointError::Other(format!(
+                    "the final checkpoint was not stored before the drain deadline: {}",
+                    self.failing.as_deref().unwrap_or("no attempt finished")
+                )));
+            }
+            tokio::time::sleep(RETRY).await;
+            self.offer(None, true).await?;
+        }
+        self.store.finish(deadline).await
     }
 }
 
@@ -166,6 +240,16 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     opts: &PipelineOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, PipelineError> {
+    // When a stop was requested (the drain deadline runs from then), as opposed to the end
+    // of the stream.
+    let requested_at = std::sync::OnceLock::<Instant>::new();
+    let shutdown = async {
+        shutdown.await;
+        let _ = requested_at.set(Instant::now());
+    };
+    let budget = opts.drain_timeout;
+    // Part of the budget stays for the final checkpoint write.
+    let reserve = (budget / 4).min(Duration::from_secs(5));
     tokio::pin!(shutdown);
     let metrics = opts.metrics.clone();
     metrics.set_ready(true, None);
@@ -179,13 +263,29 @@ pub async fn run<S: Sink, C: CheckpointStore>(
         last_save: None,
         unsaved: None,
         saved: None,
+        failing: None,
     };
+    // A start by GTID learns its file from the first event; the others know it now.
+    let mut start_unsaved = opts.store_start;
     let mut summary = Summary::default();
     let mut items = Vec::with_capacity(1024);
     let mut flush_at: Option<Instant> = None;
     metrics.source_connected.set(1);
 
     let outcome: Result<(), PipelineError> = loop {
+        // Only while no row went to the sink: the reader's position is then no further than
+        // what is delivered.
+        start_unsaved &= summary.rows == 0;
+        if start_unsaved {
+            let start = reader.resume_point();
+            if !start.file.is_empty() {
+                start_unsaved = false;
+                info!(file = %start.file, pos = start.pos, "storing the start position as the first checkpoint");
+                if let Err(e) = saver.offer(Some(start), true).await {
+                    break Err(e.into());
+                }
+            }
+        }
         let next = match flush_at {
             Some(at) => tokio::select! {
                 biased;
@@ -239,12 +339,28 @@ pub async fn run<S: Sink, C: CheckpointStore>(
             }
         }
         let mut failed = None;
+        let mut stopped = false;
         for item in items.drain(..) {
             let r = match item {
                 Item::Row(row) => {
                     summary.rows += 1;
                     metrics.rows_read.inc();
-                    sink.write_row(row).await
+                    // A full lane waits for the sink (back-pressure). A stop lets the write
+                    // finish within the drain deadline and sends nothing after it; a write
+                    // given up is never acknowledged, so no checkpoint passes its row.
+                    let write = sink.write_row(row);
+                    tokio::pin!(write);
+                    tokio::select! {
+                        biased;
+                        r = &mut write => r,
+                        _ = &mut shutdown => {
+                            stopped = true;
+                            match tokio::time::timeout(budget - reserve, &mut write).await {
+                                Ok(r) => r,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                 }
                 Item::Commit(cp) => {
                     summary.transactions += 1;
@@ -256,9 +372,15 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 failed = Some(e);
                 break;
             }
+            if stopped {
+                break;
+            }
         }
         if let Some(e) = failed {
             break Err(e.into());
+        }
+        if stopped {
+            break Ok(());
         }
         if flush_at.is_none() {
             flush_at = Some(Instant::now() + opts.linger);
@@ -266,23 +388,173 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     };
 
     // Deliver what was handed to the sink and record how far that got, whatever the outcome.
+    // A stop that was asked for, or forced by an error, is bounded by the drain deadline; the
+    // end of the stream (--stop-at-end) waits for delivery as the stream itself does.
     metrics.set_ready(false, Some("stopping".into()));
-    let flushed = sink.drain().await;
-    let (final_cp, drain_error) = match flushed {
+    let deadline = match requested_at.get() {
+        Some(at) => {
+            info!(
+                drain_timeout_s = budget.as_secs(),
+                "stop requested: draining the sink"
+            );
+            Some(*at + budget)
+        }
+        None => outcome.is_err().then(|| Instant::now() + budget),
+    };
+    let (drained, timed_out) = match deadline {
+        Some(d) => match tokio::time::timeout_at((d - reserve).into(), sink.drain()).await {
+            Ok(r) => (r, false),
+            Err(_) => (Ok(None), true),
+        },
+        None => (sink.drain().await, false),
+    };
+    let (mut final_cp, drain_error) = match drained {
         Ok(cp) => (cp, None),
         Err(e) => {
             warn!(error = %e, "final delivery failed; the checkpoint stays where the last acknowledged write ended");
             (None, Some(e))
         }
     };
-    saver.offer(final_cp, true).await?;
-    summary.checkpoint = saver.saved.clone();
-    if let Some(cp) = &summary.checkpoint {
-        info!(file = %cp.file, pos = cp.pos, rows = summary.rows, "stopped");
+    // Whatever the drain did (finished, failed, abandoned), what is acknowledged by now is
+    // stored: after a failure it would otherwise be sent again.
+    if let Some(cp) = sink.acknowledged() {
+        final_cp = Some(cp);
     }
-    match (outcome, drain_error) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(e)) => Err(e.into()),
-        (Ok(()), None) => Ok(summary),
+    // Records given up at the deadline, or a write abandoned by the stop, stay unacknowledged.
+    let undelivered = metrics.in_flight_records.get().max(i64::from(sink.busy()));
+    let incomplete = timed_out || (drain_error.is_none() && sink.busy());
+    let stored = saver
+        .finish(
+            final_cp,
+            deadline.unwrap_or_else(|| Instant::now() + budget),
+        )
+        .await;
+    summary.checkpoint = saver.saved.clone();
+    let at = summary
+        .checkpoint
+        .as_ref()
+        .map(|cp| format!("{}:{}", cp.file, cp.pos))
+        .unwrap_or_else(|| "none".into());
+    match &stored {
+        Ok(()) => info!(checkpoint = %at, rows = summary.rows, "stopped"),
+        Err(e) => {
+            warn!(error = %e, checkpoint = %at, "stopped; the final checkpoint was not stored")
+        }
+    }
+    if timed_out {
+        warn!(
+            drain_timeout_s = budget.as_secs(),
+            undelivered,
+            checkpoint = %at,
+            "drain deadline passed: unacknowledged records are not marked done; a restart sends them"
+        );
+    }
+    match (outcome, stored, drain_error) {
+        (Err(e), _, _) => Err(e),
+        (Ok(()), Err(e), _) => Err(e.into()),
+        (Ok(()), Ok(()), Some(e)) => Err(e.into()),
+        (Ok(()), Ok(()), None) if incomplete => Err(PipelineError::DrainIncomplete {
+            timeout_secs: budget.as_secs(),
+            undelivered,
+            checkpoint: at,
+        }),
+        (Ok(()), Ok(()), None) => Ok(summary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose writes fail like a full disk until `fail` runs out.
+    struct FullDisk {
+        fail: u32,
+        stored: Vec<Checkpoint>,
+    }
+
+    impl CheckpointStore for FullDisk {
+        async fn load(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
+            Ok(None)
+        }
+
+        async fn save(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(CheckpointError::Io {
+                    path: "cp.json".into(),
+                    source: std::io::ErrorKind::StorageFull.into(),
+                });
+            }
+            self.stored.push(cp.clone());
+            Ok(())
+        }
+    }
+
+    fn cp(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "binlog.000001".into(),
+            pos,
+            rows_done: 0,
+            tx_gtid: None,
+            gtid_state: None,
+            mysql_gtid_set: None,
+            event_ts: 0,            event_mark: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_retried_with_the_newest_checkpoint() {
+        let metrics = Metrics::new();
+        metrics.set_ready(true, None);
+        let mut store = FullDisk {
+            fail: 2,
+            stored: Vec::new(),
+        };
+        let mut saver = Saver {
+            store: &mut store,
+            metrics: &metrics,
+            interval: Duration::ZERO,
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        };
+        saver.offer(Some(cp(10)), false).await.expect("goes on");
+        saver.offer(Some(cp(20)), false).await.expect("goes on");
+        assert_eq!(metrics.checkpoint_store_failures.get(), 2);
+        assert!(metrics
+            .problem()
+            .is_some_and(|p| p.starts_with("checkpoint store failing")));
+        assert_eq!(saver.saved, None);
+        saver.offer(Some(cp(30)), false).await.expect("stored");
+        assert_eq!(saver.saved, Some(cp(30)));
+        assert_eq!(metrics.problem(), None, "/readyz recovers");
+        assert_eq!(store.stored, vec![cp(30)], "only the newest is written");
+    }
+
+    #[tokio::test]
+    async fn the_final_checkpoint_is_retried_until_the_deadline() {
+        let metrics = Metrics::new();
+        let mut store = FullDisk {
+            fail: u32::MAX,
+            stored: Vec::new(),
+        };
+        let mut saver = Saver {
+            store: &mut store,
+            metrics: &metrics,
+            interval: Duration::ZERO,
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        };
+        let started = Instant::now();
+        let e = saver
+            .finish(Some(cp(10)), started + Duration::from_millis(700))
+            .await
+            .expect_err("never stored");
+        assert!(started.elapsed() < Duration::from_millis(900));
+        assert!(e.to_string().contains("drain deadline"), "{e}");
+        assert!(metrics.checkpoint_store_failures.get() >= 3);
     }
 }

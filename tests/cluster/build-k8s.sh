@@ -111,4 +111,6 @@ if [ ! -x "$K8S_BIN/pause" ]; then
   mv "$K8S_BIN/pause.tmp" "$K8S_BIN/pause"
 fi
 "$K8S_BIN/kube-apiserver" --version >&2
+# The binaries are the cache; the source tree and Go's build cache (about 3 GB) are not needed again.
+cd /; rm -rf "$SRCDIR" "$K8S_DIR/gocache"
 log "Kubernetes $K8S_VERSION binaries built in $((SECONDS - T0))s -> $K8S_BIN"

@@ -14,7 +14,14 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 . "$HERE/common.sh"
 
-cleanup() { status=$?; hm uninstall bls -n bls-system >/dev/null 2>&1 || true; bash "$HERE/down.sh" || status=1; exit $status; }
+diagnose() {
+  echo "---- e2e failed: state for diagnosis ----" >&2
+  kc get bls -A -o wide >&2 || true
+  kc -n shop get bls shop -o jsonpath='{.status}' >&2 || true; echo >&2
+  kc -n shop logs -l app.kubernetes.io/instance=shop --tail=40 >&2 || true
+  kc -n bls-system logs -l app.kubernetes.io/name=binlogstream-operator --tail=40 >&2 || true
+}
+cleanup() { status=$?; [ "$status" = 0 ] || diagnose; hm uninstall bls -n bls-system >/dev/null 2>&1 || true; bash "$HERE/down.sh" || status=1; exit $status; }
 trap cleanup EXIT
 
 bash "$HERE/up.sh"
@@ -106,14 +113,28 @@ wait_until 120 "Lagging clears" not_lagging
 all_rows_arrive 120 "after the outage"
 log "after the outage: Ready, not lagging, all $expected rows on the stream ($dups duplicates)"
 
-# 5: invalid specs are reported, naming the field.
-kc -n $TNS apply -f - <<YAML
+# 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
+# field; the rest is reported by the operator, naming the field.
+if out=$(kc -n $TNS apply -f - 2>&1 <<YAML
 apiVersion: cdc.binlogstream.io/v1alpha1
 kind: BinlogStream
 metadata: {name: badport}
 spec:
   source: {host: $NODE_IP, port: 70000, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
+  target: {stream: "bad stream name"}
+YAML
+); then die "kubectl apply accepted port 70000 and a bad stream name"; fi
+echo "$out" | grep -q "spec.source.port" || die "the apply error does not name spec.source.port: $out"
+echo "$out" | grep -q "spec.target.stream" || die "the apply error does not name spec.target.stream: $out"
+log "rejected at apply time: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"
+kc -n $TNS apply -f - <<YAML
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: badstart}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
   target: {stream: shop-changes}
+  start: "binlog.000001:2"
 ---
 apiVersion: cdc.binlogstream.io/v1alpha1
 kind: BinlogStream
@@ -123,15 +144,97 @@ spec:
   target: {stream: shop-changes}
 YAML
 invalid() { cond $TNS "$1" Ready reason | grep -qx InvalidSpec; }
-wait_until 60 "badport InvalidSpec" invalid badport
+wait_until 60 "badstart InvalidSpec" invalid badstart
 wait_until 60 "nosecret InvalidSpec" invalid nosecret
-log "badport: $(cond $TNS badport Ready message)"
+log "badstart: $(cond $TNS badstart Ready message)"
 log "nosecret: $(cond $TNS nosecret Ready message)"
-cond $TNS badport Ready message | grep -q "spec.source.port" || die "badport message does not name spec.source.port"
+cond $TNS badstart Ready message | grep -q "spec.start" || die "badstart message does not name spec.start"
 cond $TNS nosecret Ready message | grep -q "spec.source.passwordSecretRef" || die "nosecret message does not name the field"
 
-# 6: deleting the resource removes its children; uninstall removes the operator.
-kc -n $TNS delete bls shop badport nosecret
+# 6: tenancy and privilege (issue 12). A Secret its owner did not opt in is refused and no
+# pod mounts it; RBAC of the operator and of a publisher is what the README says.
+kc -n $TNS apply -f - <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: not-opted-in}
+type: Opaque
+stringData: {password: replpw}
+---
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: nooptin}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: not-opted-in, key: password}}
+  target: {stream: shop-changes}
+YAML
+wait_until 60 "nooptin InvalidSpec" invalid nooptin
+cond $TNS nooptin Ready message | grep -q "cdc.binlogstream.io/allow-binlogstreams" || die "nooptin message does not name the opt-in label"
+log "nooptin: $(cond $TNS nooptin Ready message)"
+[ -z "$(kc -n $TNS get deploy,pods -l app.kubernetes.io/instance=nooptin -o name)" ] || die "a publisher was created for a Secret without the opt-in"
+can_i() { kc auth can-i "$@" 2>/dev/null || true; }
+pub_sa="system:serviceaccount:$TNS:bls-shop"
+op_sa="system:serviceaccount:bls-system:bls-operator"
+kc auth can-i --list --as "$pub_sa" -n $TNS | tee "$STATE/publisher-can-i.txt" | sed 's/^/[e2e] publisher can: /' >&2
+[ "$(can_i patch binlogstreams.cdc.binlogstream.io/shop --subresource=status --as "$pub_sa" -n $TNS)" = yes ] || die "the publisher cannot patch its own status"
+[ "$(can_i get secrets --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read Secrets"
+[ "$(can_i get secrets/shop-db-replication --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read its own Secret through the API"
+[ "$(can_i patch binlogstreams.cdc.binlogstream.io/badstart --subresource=status --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may write another stream's status"
+[ "$(can_i get binlogstreams.cdc.binlogstream.io/shop --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read more than its status"
+kc auth can-i --list --as "$op_sa" -n $TNS | sed 's/^/[e2e] operator can: /' >&2
+[ "$(can_i list secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may list Secrets"
+[ "$(can_i watch secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may watch Secrets"
+[ "$(can_i create pods --as "$op_sa" -n $TNS)" = no ] || die "the operator may create pods"
+[ "$(can_i delete deployments --as "$op_sa" -n $TNS)" = no ] || die "the operator may delete Deployments"
+log "RBAC: publisher limited to its own status; operator cannot list/watch Secrets, create pods or delete"
+
+# 7: a name longer than a label value (63): children get a hashed suffix and the stream runs.
+long=shop-$(printf 'x%.0s' $(seq 1 70))
+kc -n $TNS apply -f - <<YAML
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: $long}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: shop-db-replication, key: password}}
+  tables: {include: ["shop.*"]}
+  target: {stream: shop-changes, endpoint: "http://$NODE_IP:4567", region: us-east-1, credentialsSecretRef: {name: aws-keys}}
+YAML
+long_ready() { cond $TNS "$long" Ready status | grep -qx True; }
+wait_until 180 "the long-named stream is Ready" long_ready
+log "long name (${#long} chars): Ready; children: $(kc -n $TNS get deploy -o name | grep -c 'bls-shop-x') deployment(s)"
+kc -n $TNS delete bls "$long" --wait=false
+
+# 8: a quota that forbids the pod: the ReplicaSet's FailedCreate becomes the condition.
+kc create namespace quota-e2e --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n quota-e2e apply -f - <<YAML
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: no-pods}
+spec: {hard: {pods: "0"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: pw, labels: {cdc.binlogstream.io/allow-binlogstreams: "true"}}
+type: Opaque
+stringData: {password: replpw}
+---
+apiVersion: cdc.binlogstream.io/v1alpha1
+kind: BinlogStream
+metadata: {name: blocked}
+spec:
+  source: {host: $NODE_IP, port: 3306, user: repl, passwordSecretRef: {name: pw, key: password}}
+  target: {stream: shop-changes}
+YAML
+quota_seen() { cond quota-e2e blocked Ready reason | grep -qx FailedCreate && cond quota-e2e blocked Degraded status | grep -qx True; }
+wait_until 120 "blocked: Ready=False FailedCreate" quota_seen
+log "quota: $(cond quota-e2e blocked Ready message)"
+kc delete namespace quota-e2e --wait=false >/dev/null
+
+# 9: API load for many streams (issue 12): CI runs 10 streams for 30 s windows; the full
+# size is BLS_SCALE_STREAMS=50 BLS_SCALE_SECONDS=60.
+BLS_SCALE_STREAMS=${BLS_SCALE_STREAMS:-10} BLS_SCALE_SECONDS=${BLS_SCALE_SECONDS:-30} bash "$HERE/scale.sh"
+
+# 10: deleting the resource removes its children; uninstall removes the operator.
+kc -n $TNS delete bls shop badstart nosecret nooptin
 children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
 wait_until 90 "children of shop garbage-collected" children_gone
 hm uninstall bls -n bls-system

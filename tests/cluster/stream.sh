@@ -61,13 +61,13 @@ kc create namespace "$TNS" --dry-run=client -o yaml | kc apply -f - >/dev/null
 kc apply -f - <<EOF
 apiVersion: v1
 kind: Secret
-metadata: {name: shop-db-replication, namespace: $TNS}
+metadata: {name: shop-db-replication, namespace: $TNS, labels: {cdc.binlogstream.io/allow-binlogstreams: "true"}}
 type: Opaque
 stringData: {password: replpw}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: aws-keys, namespace: $TNS}
+metadata: {name: aws-keys, namespace: $TNS, labels: {cdc.binlogstream.io/allow-binlogstreams: "true"}}
 type: Opaque
 stringData: {AWS_ACCESS_KEY_ID: test, AWS_SECRET_ACCESS_KEY: test}
 ---

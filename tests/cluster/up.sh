@@ -79,7 +79,18 @@ echo "$TOKEN,admin,admin,system:masters" >"$STATE/tokens.csv"
 chmod 600 "$STATE/tokens.csv" "$STATE/sa.key"
 
 # --- kube-apiserver --------------------------------------------------------------------------------
+# An audit log at Metadata level (who, verb, resource; no bodies) lets scale.sh count the
+# requests of the operator and of each publisher separately.
+cat >"$STATE/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+POLICY
 start kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
+  --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/audit.log" \
+  --audit-log-maxsize=200 --audit-log-maxbackup=1 \
   --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
   --cert-dir="$STATE/certs" --token-auth-file="$STATE/tokens.csv" --authorization-mode=Node,RBAC \
   --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/sa.pub" \

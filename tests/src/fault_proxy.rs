@@ -30,6 +30,9 @@ pub struct Faults {
     pub delay: Duration,
     /// Every request fails with a connection reset (the emulator "down").
     pub down: bool,
+    /// Every PutRecords is answered with this non-retriable error code (HTTP 400), as
+    /// Kinesis does for AccessDeniedException; other calls (preflight) pass.
+    pub refuse: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -147,6 +150,12 @@ async fn handle(
             f(&mut s.injected);
         }
     };
+    if let Some(code) = faults.refuse.filter(|_| is_put_records) {
+        return Verdict::Respond(json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"__type": code, "message": "refused (injected)"}),
+        ));
+    }
     if throttle {
         bump(|i| i.throttled += 1);
         return Verdict::Respond(json_response(

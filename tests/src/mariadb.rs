@@ -292,6 +292,11 @@ impl MariaDb {
         self.start_again().await;
     }
 
+    /// The server's datadir (binlogs are `binlog.NNNNNN` in it).
+    pub fn datadir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mariadbd.log")).unwrap_or_default()
     }

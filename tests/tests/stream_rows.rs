@@ -319,6 +319,7 @@ async fn purged_or_unknown_binlogs_are_reported_never_skipped() {
         tx_gtid: None,
         gtid_state: None,
         mysql_gtid_set: None,
+        event_mark: None,
         event_ts: 0,
     };
     let err = read_all(config(&db, StartFrom::Earliest), Some(gone))

@@ -38,6 +38,23 @@ struct Args {
     lease_namespace: String,
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Reconciles running at once; bounds the API load when many streams change together.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
+    /// Namespaces to watch (comma-separated); empty: the whole cluster. With a list the
+    /// operator needs Roles in those namespaces only (chart value watchNamespaces).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+    /// `spec.publisher.image` values a BinlogStream may set: exact, or a prefix ending in
+    /// `*`. None by default: overrides are refused.
+    #[arg(long, env = "ALLOWED_PUBLISHER_IMAGES", value_delimiter = ',')]
+    allowed_publisher_images: Vec<String>,
+    /// Service-account annotation keys a BinlogStream may set (exact, or prefix ending in `*`).
+    #[arg(long, env = "ALLOWED_SERVICE_ACCOUNT_ANNOTATIONS", value_delimiter = ',', default_value = operator::reconcile::tenancy::IRSA_ROLE_ANNOTATION)]
+    allowed_service_account_annotations: Vec<String>,
+    /// imagePullSecrets of publisher pods (each must exist in the stream's namespace).
+    #[arg(long, env = "PUBLISHER_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    publisher_image_pull_secrets: Vec<String>,
 }
 
 async fn shutdown_signal() {
@@ -92,14 +109,27 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         stopped(),
     ));
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         BuildConfig {
             publisher_image: args.publisher_image.clone(),
             image_pull_policy: args.image_pull_policy.clone(),
+            image_pull_secrets: args.publisher_image_pull_secrets.clone(),
         },
         metrics.clone(),
-    ));
+    );
+    ctx.concurrency = args.max_concurrent_reconciles;
+    ctx.tenancy = operator::reconcile::tenancy::TenancyPolicy {
+        allowed_images: args.allowed_publisher_images.clone(),
+        allowed_sa_annotations: args.allowed_service_account_annotations.clone(),
+    };
+    ctx.namespaces = args
+        .watch_namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let ctx = Arc::new(ctx);
 
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
@@ -107,9 +137,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     if !args.leader_election {
-        metrics
-            .leader
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_leader(true);
         controller::run(ctx, stopped()).await;
     } else {
         let identity = std::env::var("POD_NAME")
@@ -132,9 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = stop.wait_for(|s| *s) => break,
             }
             info!(identity, "became leader; reconciling");
-            metrics
-                .leader
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(true);
             let mut lost = leader.clone();
             let mut stop2 = stop_rx.clone();
             controller::run(ctx.clone(), async move {
@@ -144,9 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await;
-            metrics
-                .leader
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(false);
             if *stop_rx.borrow() {
                 break;
             }

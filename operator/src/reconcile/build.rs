@@ -9,9 +9,9 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
-            HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, ServiceAccount,
-            Volume, VolumeMount,
+            HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+            SecurityContext, ServiceAccount, Volume, VolumeMount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -31,13 +31,46 @@ pub const METRICS_PORT: i32 = 9464;
 pub struct BuildConfig {
     pub publisher_image: String,
     pub image_pull_policy: Option<String>,
+    /// Pull secrets for publisher pods; each must exist in the stream's namespace.
+    pub image_pull_secrets: Vec<String>,
 }
 
-/// Name of every child object: `bls-<name>`, cut to fit DNS-1123 labels.
+/// FNV-1a: stable across releases and platforms (std's hasher is not), which names and
+/// server ids derived from it must be.
+fn fnv1a(text: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Longest label value (and DNS-1123 label) Kubernetes accepts.
+pub const MAX_LABEL: usize = 63;
+
+/// `text` as it is when it fits in `max` characters; otherwise a prefix and a hash of the
+/// whole, so two long names that share a prefix still get different results.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a(text));
+    // Object names are ASCII (DNS-1123), so byte and char positions agree.
+    let keep = max.saturating_sub(hash.len() + 1);
+    let prefix = text[..keep].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
+}
+
+/// Name of every child object: `bls-<name>`, fitted to a DNS-1123 label (pods and service
+/// accounts take their names from it).
 pub fn child_name(bls: &BinlogStream) -> String {
-    let mut n = format!("bls-{}", bls.name_any());
-    n.truncate(63);
-    n.trim_end_matches('-').to_string()
+    fit(&format!("bls-{}", bls.name_any()), MAX_LABEL)
+}
+
+/// The `app.kubernetes.io/instance` label: the resource's name, fitted to a label value.
+pub fn instance_label(bls: &BinlogStream) -> String {
+    fit(&bls.name_any(), MAX_LABEL)
 }
 
 pub fn labels(bls: &BinlogStream) -> BTreeMap<String, String> {
@@ -46,7 +79,10 @@ pub fn labels(bls: &BinlogStream) -> BTreeMap<String, String> {
             "app.kubernetes.io/name".to_string(),
             "binlogstream-publisher".to_string(),
         ),
-        ("app.kubernetes.io/instance".to_string(), bls.name_any()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance_label(bls),
+        ),
         (
             "app.kubernetes.io/managed-by".to_string(),
             "binlogstream-operator".to_string(),
@@ -64,7 +100,10 @@ pub fn selector_labels(bls: &BinlogStream) -> BTreeMap<String, String> {
             "app.kubernetes.io/name".to_string(),
             "binlogstream-publisher".to_string(),
         ),
-        ("app.kubernetes.io/instance".to_string(), bls.name_any()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance_label(bls),
+        ),
     ])
 }
 
@@ -84,12 +123,7 @@ pub fn derived_server_id(bls: &BinlogStream) -> u32 {
     let uid = bls
         .uid()
         .unwrap_or_else(|| format!("{}/{}", bls.namespace().unwrap_or_default(), bls.name_any()));
-    let mut h: u32 = 0x811c_9dc5;
-    for b in uid.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    0x4000_0000 | (h & 0x3fff_ffff)
+    0x4000_0000 | (fnv1a(&uid) & 0x3fff_ffff)
 }
 
 pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
@@ -101,52 +135,18 @@ pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
     }
 }
 
-fn secret_names(bls: &BinlogStream) -> Vec<String> {
-    let s = &bls.spec;
-    let mut names = vec![s.source.password_secret_ref.name.clone()];
-    if let Some(tls) = &s.source.tls {
-        if let Some(ca) = tls.ca.as_ref().and_then(|c| c.secret_name.as_ref()) {
-            names.push(ca.clone());
-        }
-        if let Some(c) = &tls.client_cert_secret_name {
-            names.push(c.clone());
-        }
-    }
-    if let Some(c) = &s.target.credentials_secret_ref {
-        names.push(c.name.clone());
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
+/// The publisher may read and write its own BinlogStream's status, and nothing else: its
+/// Secrets reach it as kubelet mounts, which need no RBAC.
 pub fn role(bls: &BinlogStream) -> Role {
-    let name = bls.name_any();
     Role {
         metadata: meta(bls),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![crate::crd::GROUP.into()]),
-                resources: Some(vec!["binlogstreams".into()]),
-                resource_names: Some(vec![name.clone()]),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![crate::crd::GROUP.into()]),
-                resources: Some(vec!["binlogstreams/status".into()]),
-                resource_names: Some(vec![name]),
-                verbs: vec!["get".into(), "patch".into()],
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["secrets".into()]),
-                resource_names: Some(secret_names(bls)),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            },
-        ]),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![crate::crd::GROUP.into()]),
+            resources: Some(vec!["binlogstreams/status".into()]),
+            resource_names: Some(vec![bls.name_any()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
     }
 }
 
@@ -448,10 +448,17 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
+                    image_pull_secrets: (!cfg.image_pull_secrets.is_empty()).then(|| {
+                        cfg.image_pull_secrets
+                            .iter()
+                            .map(|n| LocalObjectReference { name: n.clone() })
+                            .collect()
+                    }),
                     containers: vec![container],
                     volumes: Some(volumes),
                     node_selector: s.publisher.node_selector.clone(),
                     tolerations: s.publisher.tolerations.clone(),
+                    // Above the publisher's drain deadline (20 s) plus its final status write (10 s).
                     termination_grace_period_seconds: Some(60),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -497,6 +504,7 @@ mod tests {
         BuildConfig {
             publisher_image: "p".into(),
             image_pull_policy: None,
+            image_pull_secrets: vec!["regcred".into()],
         }
     }
 
@@ -506,6 +514,40 @@ mod tests {
             .filter(|e| e.name.starts_with("BINLOGSTREAM_SOURCE_TLS"))
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect()
+    }
+
+    #[test]
+    fn long_names_fit_labels_and_stay_distinct() {
+        let named = |n: &str| {
+            let mut b = stream(serde_json::json!({"mode": "disabled"}));
+            b.metadata.name = Some(n.into());
+            b
+        };
+        let long_a = format!("{}-a", "x".repeat(80));
+        let long_b = format!("{}-b", "x".repeat(80));
+        for b in [named(&long_a), named(&long_b)] {
+            assert!(child_name(&b).len() <= MAX_LABEL, "{}", child_name(&b));
+            assert!(instance_label(&b).len() <= MAX_LABEL);
+            assert!(labels(&b).values().all(|v| v.len() <= MAX_LABEL));
+            let n = child_name(&b);
+            assert!(
+                n.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()),
+                "{n}"
+            );
+        }
+        assert_ne!(child_name(&named(&long_a)), child_name(&named(&long_b)));
+        assert_ne!(
+            instance_label(&named(&long_a)),
+            instance_label(&named(&long_b))
+        );
+        // Short names are kept as they are.
+        assert_eq!(child_name(&named("shop")), "bls-shop");
+        assert_eq!(instance_label(&named("shop")), "shop");
+        // Pinned: a name derived once must stay the same in later releases.
+        assert_eq!(
+            fit(&"y".repeat(70), 63),
+            format!("{}-1f6178cb", "y".repeat(54))
+        );
     }
 
     #[test]
@@ -572,11 +614,18 @@ mod tests {
             assert_eq!(m.read_only, Some(true));
             assert!(m.sub_path.is_none(), "subPath would stop rotation");
         }
-        // The publisher's role may read the client certificate's secret (not a config map).
+        // Mounted by the kubelet: the publisher's role grants no Secret at all.
         let rules = role(&bls).rules.expect("rules");
+        assert!(rules.iter().all(|r| r
+            .resources
+            .iter()
+            .flatten()
+            .all(|x| x == "binlogstreams/status")));
         assert_eq!(
-            rules[2].resource_names,
-            Some(vec!["db-pw".into(), "repl-cert".into()])
+            pod.image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "regcred".into()
+            }])
         );
     }
 

@@ -38,6 +38,8 @@ pub struct Inputs<'a> {
     pub bls: &'a BinlogStream,
     /// `Err(message)` when the spec is invalid (names the field).
     pub spec: Result<(), String>,
+    /// `Err(message)` when the API server refused a child object (admission, quota, RBAC).
+    pub apply: Result<(), String>,
     pub pod: PodState,
     pub now: Timestamp,
 }
@@ -63,8 +65,12 @@ fn want(
     }
 }
 
-fn file_number(name: &str) -> Option<i64> {
-    name.rsplit('.').next()?.parse().ok()
+/// A binlog file name split into its base name and numeric suffix (`mysql-bin.000042`).
+/// The server numbers the files of one base name in the order it writes them, so within one
+/// base name the suffix is the server's own order.
+fn split_binlog_name(name: &str) -> Option<(&str, u64)> {
+    let (base, n) = name.rsplit_once('.')?;
+    Some((base, n.parse().ok()?))
 }
 
 fn at_risk(status: &BinlogStreamStatus) -> Want {
@@ -76,14 +82,46 @@ fn at_risk(status: &BinlogStreamStatus) -> Want {
             "the publisher has not reported a checkpoint and the source's binlogs yet",
         );
     };
-    let (Some(at), Some(oldest)) = (file_number(&cp.file), file_number(&binlogs.oldest)) else {
+    // The file being written cannot be purged, whatever else the server keeps.
+    if cp.file == binlogs.newest {
+        return want(
+            BINLOG_AT_RISK,
+            "False",
+            "CheckpointInActiveBinlog",
+            format!(
+                "the checkpoint is in {}, the binlog the source is writing, which cannot be purged",
+                cp.file
+            ),
+        );
+    }
+    let parsed = (
+        split_binlog_name(&cp.file),
+        split_binlog_name(&binlogs.oldest),
+        split_binlog_name(&binlogs.newest),
+    );
+    let (Some((base, at)), Some((oldest_base, oldest)), Some((newest_base, newest))) = parsed
+    else {
         return want(
             BINLOG_AT_RISK,
             "Unknown",
             "UnknownBinlogNames",
-            format!("cannot compare {} with {}", cp.file, binlogs.oldest),
+            format!(
+                "cannot order {} among the source's binlogs {}..{}",
+                cp.file, binlogs.oldest, binlogs.newest
+            ),
         );
     };
+    if base != oldest_base || base != newest_base {
+        return want(
+            BINLOG_AT_RISK,
+            "Unknown",
+            "UnknownBinlogNames",
+            format!(
+                "the checkpoint's binlog {} has another base name than the source's binlogs {}..{}",
+                cp.file, binlogs.oldest, binlogs.newest
+            ),
+        );
+    }
     if at < oldest {
         want(
             BINLOG_AT_RISK,
@@ -94,14 +132,24 @@ fn at_risk(status: &BinlogStreamStatus) -> Want {
                 cp.file, binlogs.oldest
             ),
         )
+    } else if at > newest {
+        want(
+            BINLOG_AT_RISK,
+            "Unknown",
+            "CheckpointAheadOfSource",
+            format!(
+                "the checkpoint's binlog {} is newer than the newest the source reports ({})",
+                cp.file, binlogs.newest
+            ),
+        )
     } else if at == oldest {
         want(
             BINLOG_AT_RISK,
             "True",
             "CheckpointInOldestBinlog",
             format!(
-                "the checkpoint is in {}, the oldest binlog the source keeps ({} files kept); the next purge loses the position",
-                cp.file, binlogs.count
+                "the checkpoint is in {}, the oldest binlog the source keeps and not the one it writes; the next purge loses the position",
+                cp.file
             ),
         )
     } else {
@@ -110,16 +158,47 @@ fn at_risk(status: &BinlogStreamStatus) -> Want {
             "False",
             "CheckpointSafe",
             format!(
-                "the checkpoint is {} binlog files newer than the oldest kept ({})",
-                at - oldest,
-                binlogs.oldest
+                "the checkpoint's binlog {} is newer than the oldest the source keeps ({})",
+                cp.file, binlogs.oldest
             ),
         )
     }
 }
 
-fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus) -> Want {
+/// How long the publisher may leave its status untouched before the operator stops
+/// trusting the lag it last reported. It writes at least every report interval.
+pub const PUBLISHER_SILENT_AFTER_SECS: i64 = 120;
+
+/// The newest time the publisher wrote its status, from the checkpoint and its report.
+fn last_publisher_write(status: &BinlogStreamStatus) -> Option<Timestamp> {
+    let checkpoint = status
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.written_at.as_deref());
+    let report = status.publisher.as_ref().and_then(|p| p.time.as_deref());
+    [checkpoint, report]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.parse::<Timestamp>().ok())
+        .max()
+}
+
+fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus, now: Timestamp) -> Want {
     let threshold = bls.spec.lag.threshold_seconds;
+    let silent_for = last_publisher_write(status).map(|t| now.as_second() - t.as_second());
+    if status.lag_seconds.is_some() && silent_for.is_none_or(|s| s > PUBLISHER_SILENT_AFTER_SECS) {
+        // The lag on record is stale: the publisher stopped reporting.
+        return want(
+            LAGGING,
+            "Unknown",
+            "PublisherSilent",
+            format!(
+                "the publisher has not refreshed its status for more than {PUBLISHER_SILENT_AFTER_SECS}s; the last reported lag is out of date"
+            ),
+        );
+    }
+    // The lag itself stays in status.lagSeconds: a number in the message would change the
+    // condition (and cost a status write) every time the lag moves.
     match status.lag_seconds {
         None => want(
             LAGGING,
@@ -131,13 +210,17 @@ fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus) -> Want {
             LAGGING,
             "True",
             "LagAboveThreshold",
-            format!("replication lag is {lag}s, above the threshold of {threshold}s"),
+            format!(
+                "replication lag is above the threshold of {threshold}s (see status.lagSeconds)"
+            ),
         ),
-        Some(lag) => want(
+        Some(_) => want(
             LAGGING,
             "False",
             "LagWithinThreshold",
-            format!("replication lag is {lag}s (threshold {threshold}s)"),
+            format!(
+                "replication lag is within the threshold of {threshold}s (see status.lagSeconds)"
+            ),
         ),
     }
 }
@@ -154,6 +237,13 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             want(READY, "False", "InvalidSpec", msg.clone()),
             want(DEGRADED, "True", "InvalidSpec", msg.clone()),
         ),
+        (Ok(()), _, _) if inputs.apply.is_err() => {
+            let msg = inputs.apply.clone().err().unwrap_or_default();
+            (
+                want(READY, "False", "ApplyFailed", msg.clone()),
+                want(DEGRADED, "True", "ApplyFailed", msg),
+            )
+        }
         (Ok(()), PodState::Failing { reason, message }, _) => {
             let detail = if report_msg.is_empty() {
                 message.clone()
@@ -212,7 +302,12 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             want(DEGRADED, "False", "NoProblem", "no problem reported"),
         ),
     };
-    let wants = [ready, lagging(bls, &status), degraded, at_risk(&status)];
+    let wants = [
+        ready,
+        lagging(bls, &status, inputs.now),
+        degraded,
+        at_risk(&status),
+    ];
     let generation = bls.metadata.generation;
     wants
         .into_iter()

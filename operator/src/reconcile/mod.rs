@@ -3,4 +3,5 @@
 
 pub mod build;
 pub mod conditions;
+pub mod tenancy;
 pub mod validate;

@@ -87,6 +87,7 @@ mod tests {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
+            event_mark: None,
             event_ts: 0,
         };
         store.save(&cp).await.expect("save");

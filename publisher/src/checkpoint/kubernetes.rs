@@ -5,8 +5,16 @@
 //!
 //! One applier writes all of the publisher's fields every time: with server-side apply, a
 //! manager that leaves out a field it owned removes it.
+//!
+//! Checkpoints are written by a background task so the stream never waits for the API
+//! server: each call has a timeout, a transient failure (5xx, 429, a timeout, a refused
+//! connection) is retried with backoff while only the newest checkpoint is kept, and only a
+//! definite answer (403, 404, 409, 422, 400) stops the publisher, at its next checkpoint.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -27,9 +35,22 @@ struct Reported {
     /// checkpoint field would delete it.
     loaded: bool,
     checkpoint: Option<Checkpoint>,
+    /// `checkpoint` changed since it was last written.
+    dirty: bool,
+    /// The checkpoint last written successfully (for the metrics).
+    stored: Option<Checkpoint>,
     report: Option<PublisherReport>,
     binlogs: Option<SourceBinlogs>,
+    /// Writes are failing (transiently); logged once per change.
+    failing: bool,
+    /// A definite refusal: the HTTP status and message, returned by the next save.
+    refused: Option<(Option<u16>, String)>,
 }
+
+/// Longest one call to the API server may take before it is abandoned (and retried).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Shared by the checkpoint store (pipeline) and the periodic status reporter.
 #[derive(Clone)]
@@ -40,6 +61,7 @@ pub struct StatusWriter {
     state: Arc<Mutex<Reported>>,
     /// Serialises the writes themselves.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    timeout: Duration,
 }
 
 fn rfc3339(ts: i64) -> Option<String> {
@@ -48,6 +70,32 @@ fn rfc3339(ts: i64) -> Option<String> {
 
 fn err(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Other(format!("BinlogStream status: {e}"))
+}
+
+/// An API error with its HTTP status (when the server answered) and what to do about it.
+fn api_err(what: &str, name: &str, e: kube::Error) -> CheckpointError {
+    match e {
+        kube::Error::Api(st) => {
+            let hint = match st.code {
+                403 => "; the publisher's ServiceAccount must be allowed to get and patch binlogstreams/status",
+                404 => "; the BinlogStream was deleted",
+                409 => "; another field manager holds the publisher's status fields",
+                400 | 422 => "; the API server rejected the status (a publisher bug: please report it)",
+                _ => "",
+            };
+            CheckpointError::Kube {
+                code: Some(st.code),
+                message: format!(
+                    "{what} {name}: HTTP {} {}: {}{hint}",
+                    st.code, st.reason, st.message
+                ),
+            }
+        }
+        other => CheckpointError::Kube {
+            code: None,
+            message: format!("{what} {name}: {other}"),
+        },
+    }
 }
 
 impl StatusWriter {
@@ -76,7 +124,18 @@ impl StatusWriter {
             metrics,
             state: Arc::new(Mutex::new(Reported::default())),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// Another per-call timeout than [`CALL_TIMEOUT`] (tests).
+    pub fn with_timeout(mut self, timeout: Duration) -> StatusWriter {
+        self.timeout = timeout;
+        self
+    }
+
+    fn checkpoint_pending(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.dirty)
     }
 
     pub fn set_report(&self, state: &str, reason: Option<&str>, message: Option<String>) {
@@ -105,9 +164,45 @@ impl StatusWriter {
         }
     }
 
-    /// Writes everything the publisher owns in the status.
+    /// Writes everything the publisher owns in the status, within the per-call timeout, and
+    /// records the outcome (metrics, /readyz, a definite refusal for the next save).
     pub async fn write(&self) -> Result<(), CheckpointError> {
         let _guard = self.write_lock.lock().await;
+        let written = self.state.lock().map_err(err)?.checkpoint.clone();
+        let result = self.write_locked().await;
+        let mut s = self.state.lock().map_err(err)?;
+        match &result {
+            Ok(()) => {
+                if s.checkpoint == written {
+                    s.dirty = false;
+                }
+                if let Some(cp) = written.filter(|cp| s.stored.as_ref() != Some(cp)) {
+                    self.metrics.checkpoint_saved(&cp.file, cp.pos);
+                    s.stored = Some(cp);
+                }
+                if std::mem::take(&mut s.failing) {
+                    tracing::info!(name = %self.name, "BinlogStream status writes work again");
+                    self.metrics.set_store_problem(None);
+                }
+            }
+            Err(e) if e.is_transient() => {
+                self.metrics.checkpoint_store_failures.inc();
+                if !std::mem::replace(&mut s.failing, true) {
+                    tracing::warn!(error = %e, "cannot write the BinlogStream status; streaming on and retrying");
+                }
+                self.metrics
+                    .set_store_problem(Some(format!("checkpoint store failing: {e}")));
+            }
+            Err(e) => {
+                if let CheckpointError::Kube { code, message } = e {
+                    s.refused = Some((*code, message.clone()));
+                }
+            }
+        }
+        result
+    }
+
+    async fn write_locked(&self) -> Result<(), CheckpointError> {
         let (checkpoint, report, binlogs) = {
             let s = self.state.lock().map_err(err)?;
             if !s.loaded {
@@ -156,30 +251,94 @@ impl StatusWriter {
             "kind": "BinlogStream",
             "status": status,
         });
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(PUBLISHER_STATUS_MANAGER).force(),
-                &Patch::Apply(patch),
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        let params = PatchParams::apply(PUBLISHER_STATUS_MANAGER).force();
+        let patch = Patch::Apply(patch);
+        let call = self.api.patch_status(&self.name, &params, &patch);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r
+                .map(|_| ())
+                .map_err(|e| api_err("writing the status of", &self.name, e)),
+            Err(_) => Err(CheckpointError::Kube {
+                code: None,
+                message: format!(
+                    "writing the status of {}: no answer within {} s",
+                    self.name,
+                    self.timeout.as_secs_f32()
+                ),
+            }),
+        }
     }
 }
 
+/// The checkpoint store of operator-run publishers: `save` queues, a background task writes.
 pub struct KubeCheckpoint {
-    pub writer: StatusWriter,
+    writer: StatusWriter,
+    /// The background writer, started by the first save, and its wake-up call.
+    flusher: Option<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>)>,
+}
+
+impl KubeCheckpoint {
+    pub fn new(writer: StatusWriter) -> KubeCheckpoint {
+        KubeCheckpoint {
+            writer,
+            flusher: None,
+        }
+    }
+
+    async fn stop_flusher(&mut self) {
+        if let Some((_, task)) = self.flusher.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for KubeCheckpoint {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.flusher.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Writes whenever a new checkpoint is queued; after a transient failure waits with backoff
+/// (new checkpoints replace the queued one meanwhile); after a definite one stops.
+async fn flush_loop(writer: StatusWriter, wake: Arc<tokio::sync::Notify>) {
+    let mut backoff = RETRY_MIN;
+    loop {
+        if !writer.checkpoint_pending() {
+            wake.notified().await;
+            continue;
+        }
+        match writer.write().await {
+            Ok(()) => backoff = RETRY_MIN,
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            // Recorded by `write`; the next save returns it.
+            Err(_) => return,
+        }
+    }
 }
 
 impl CheckpointStore for KubeCheckpoint {
     async fn load(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let obj = self
-            .writer
-            .api
-            .get_status(&self.writer.name)
+        let name = &self.writer.name;
+        let obj = match tokio::time::timeout(self.writer.timeout, self.writer.api.get_status(name))
             .await
-            .map_err(err)?;
+        {
+            Ok(r) => r.map_err(|e| api_err("reading the status of", name, e))?,
+            Err(_) => {
+                return Err(CheckpointError::Kube {
+                    code: None,
+                    message: format!(
+                        "reading the status of {name}: no answer within {} s",
+                        self.writer.timeout.as_secs_f32()
+                    ),
+                })
+            }
+        };
         let Some(cp) = obj.status.and_then(|s| s.checkpoint) else {
             if let Ok(mut s) = self.writer.state.lock() {
                 s.loaded = true;
@@ -216,6 +375,7 @@ impl CheckpointStore for KubeCheckpoint {
             tx_gtid: cp.transaction_gtid.filter(|g| !g.is_empty()),
             gtid_state,
             mysql_gtid_set,
+            event_mark: None,
             event_ts,
         };
         if let Ok(mut s) = self.writer.state.lock() {
@@ -226,10 +386,61 @@ impl CheckpointStore for KubeCheckpoint {
     }
 
     async fn save(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
-        if let Ok(mut s) = self.writer.state.lock() {
+        {
+            let mut s = self.writer.state.lock().map_err(err)?;
+            if let Some((code, message)) = &s.refused {
+                return Err(CheckpointError::Kube {
+                    code: *code,
+                    message: message.clone(),
+                });
+            }
             s.checkpoint = Some(cp.clone());
+            s.dirty = true;
         }
-        self.writer.write().await
+        let writer = &self.writer;
+        let (wake, _) = self.flusher.get_or_insert_with(|| {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(flush_loop(writer.clone(), wake.clone()));
+            (wake, task)
+        });
+        wake.notify_one();
+        Ok(())
+    }
+
+    fn queues(&self) -> bool {
+        true
+    }
+
+    /// Stops the background writer and writes the newest checkpoint itself, retrying
+    /// transient failures until `deadline`.
+    async fn finish(&mut self, deadline: Instant) -> Result<(), CheckpointError> {
+        self.stop_flusher().await;
+        let mut backoff = RETRY_MIN;
+        let mut last = None;
+        while self.writer.checkpoint_pending() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CheckpointError::Kube {
+                    code: None,
+                    message: format!(
+                        "the final checkpoint was not written before the drain deadline ({})",
+                        last.unwrap_or_else(|| "no attempt finished".to_string())
+                    ),
+                });
+            }
+            match tokio::time::timeout(left, self.writer.write()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_transient() => {
+                    last = Some(e.to_string());
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => last = Some("the last call did not finish".into()),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -256,9 +467,8 @@ mod tests {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(svc, "default");
         let metrics = Arc::new(Metrics::new());
-        let mut store = KubeCheckpoint {
-            writer: StatusWriter::with_client(client, "shop", "orders", metrics),
-        };
+        let mut store =
+            KubeCheckpoint::new(StatusWriter::with_client(client, "shop", "orders", metrics));
         let server = tokio::spawn(async move {
             let (req, send) = handle.next_request().await.expect("load");
             assert_eq!(req.method(), "GET");
@@ -326,10 +536,184 @@ mod tests {
                 tx_gtid: Some("0-1-56".into()),
                 gtid_state: None,
                 mysql_gtid_set: None,
+                event_mark: None,
                 event_ts: 0,
             })
             .await
             .expect("save");
+        store
+            .finish(Instant::now() + Duration::from_secs(5))
+            .await
+            .expect("written");
         server.await.expect("fake API server");
+    }
+
+    fn checkpoint(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "binlog.000009".into(),
+            pos,
+            rows_done: 0,
+            tx_gtid: None,
+            gtid_state: None,
+            mysql_gtid_set: None,
+            event_ts: 0,            event_mark: None,
+        }
+    }
+
+    fn api_status(code: u16, reason: &str) -> Response<Body> {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "injected", "reason": reason, "code": code});
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&body).expect("json")))
+            .expect("response")
+    }
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// A store over a fake API server that has answered the load with an empty status.
+    async fn loaded_store(timeout: Duration) -> (KubeCheckpoint, Handle, Arc<Metrics>) {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let metrics = Arc::new(Metrics::new());
+        // Streaming, as far as the source and the sink go.
+        metrics.set_ready(true, None);
+        let writer = StatusWriter::with_client(
+            Client::new(svc, "default"),
+            "shop",
+            "orders",
+            metrics.clone(),
+        )
+        .with_timeout(timeout);
+        let mut store = KubeCheckpoint::new(writer);
+        let answer = async {
+            let (_, send) = handle.next_request().await.expect("load");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+        };
+        let (loaded, ()) = tokio::join!(store.load(), answer);
+        assert_eq!(loaded.expect("load"), None);
+        (store, handle, metrics)
+    }
+
+    async fn patched_position(req: Request<Body>) -> u64 {
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                .expect("json");
+        body["status"]["checkpoint"]["position"]
+            .as_u64()
+            .expect("a checkpoint")
+    }
+
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_status_write_is_retried_while_saves_go_on() {
+        let (mut store, mut handle, metrics) = loaded_store(CALL_TIMEOUT).await;
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("first write");
+            assert_eq!(patched_position(req).await, 100);
+            send.send_response(api_status(500, "InternalError"));
+            // The retry carries the newest checkpoint, not the one that failed.
+            let (req, send) = handle.next_request().await.expect("retry");
+            let pos = patched_position(req).await;
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            pos
+        });
+        store.save(&checkpoint(100)).await.expect("queued");
+        eventually("the failure is counted", || {
+            metrics.checkpoint_store_failures.get() == 1
+        })
+        .await;
+        let problem = metrics.problem().unwrap_or_default();
+        assert!(
+            problem.contains("checkpoint store failing") && problem.contains("500"),
+            "{problem}"
+        );
+        // The pipeline is not stopped: later checkpoints are taken while the store retries.
+        store.save(&checkpoint(200)).await.expect("still saving");
+        assert_eq!(server.await.expect("fake API server"), 200);
+        eventually("the checkpoint caught up", || {
+            metrics.checkpoint_position.get() == 200
+        })
+        .await;
+        assert_eq!(metrics.problem(), None, "/readyz recovers");
+        store
+            .finish(Instant::now() + Duration::from_secs(2))
+            .await
+            .expect("nothing left to write");
+    }
+
+    #[tokio::test]
+    async fn a_hung_status_call_times_out_and_is_retried() {
+        let (mut store, mut handle, metrics) = loaded_store(Duration::from_millis(300)).await;
+        let server = tokio::spawn(async move {
+            // Never answered: the API server hangs.
+            let (_req, hung) = handle.next_request().await.expect("first write");
+            let (req, send) = handle.next_request().await.expect("retry");
+            let pos = patched_position(req).await;
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            drop(hung);
+            pos
+        });
+        let cp = checkpoint(300);
+        let queued = tokio::time::timeout(Duration::from_millis(200), store.save(&cp));
+        queued
+            .await
+            .expect("save never waits for the API server")
+            .expect("queued");
+        assert_eq!(server.await.expect("fake API server"), 300);
+        eventually("the checkpoint is written by the retry", || {
+            metrics.checkpoint_position.get() == 300
+        })
+        .await;
+        assert_eq!(
+            metrics.checkpoint_store_failures.get(),
+            1,
+            "the timeout counted"
+        );
+        store
+            .finish(Instant::now() + Duration::from_secs(2))
+            .await
+            .expect("nothing left to write");
+    }
+
+    #[tokio::test]
+    async fn a_definite_refusal_stops_with_its_reason() {
+        let (mut store, mut handle, _metrics) = loaded_store(CALL_TIMEOUT).await;
+        let server = tokio::spawn(async move {
+            let (_req, send) = handle.next_request().await.expect("write");
+            send.send_response(api_status(403, "Forbidden"));
+            handle
+        });
+        store.save(&checkpoint(400)).await.expect("queued");
+        let _handle = server.await.expect("fake API server");
+        let mut refused = None;
+        for _ in 0..200 {
+            if let Err(e) = store.save(&checkpoint(500)).await {
+                refused = Some(e);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let e = refused.expect("the refusal reaches the pipeline");
+        assert!(!e.is_transient());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("403") && msg.contains("binlogstreams/status"),
+            "{msg}"
+        );
     }
 }

@@ -49,6 +49,14 @@ pub struct RowPosition {
     pub gtid: Option<Arc<str>>,
     /// Event timestamp, seconds since the epoch.
     pub ts: u32,
+    /// Number of the ROWS event in its transaction (every ROWS event counts, whatever the
+    /// filter) and the row's index in it: a filter-independent resume point. Set by the reader.
+    pub rows_event: u32,
+    pub event_row: u32,
+    /// False when a checkpoint inside this row's transaction would move past rows held back
+    /// (a prepared XA transaction): the ack tracker then keeps the last boundary. Set by the
+    /// reader.
+    pub resumable: bool,
 }
 
 /// One decoded row change: the record body and what sinks need to route it.
@@ -453,6 +461,10 @@ pub fn decode_rows(
                 tx_pos,
                 gtid: gtid.cloned(),
                 ts,
+                // Filled in by the reader, which knows the event's number.
+                rows_event: 0,
+                event_row: 0,
+                resumable: true,
             },
         });
         row += 1;

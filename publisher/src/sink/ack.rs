@@ -3,7 +3,10 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use crate::{decode::RowPosition, position::Checkpoint};
+use crate::{
+    decode::RowPosition,
+    position::{Checkpoint, EventMark},
+};
 
 enum Slot {
     Row {
@@ -14,6 +17,9 @@ enum Slot {
         gtid: Option<Arc<str>>,
         row: u64,
         ts: u32,
+        rows_event: u32,
+        event_row: u32,
+        resumable: bool,
     },
     /// Boxed: a checkpoint is several times a row's size, and a slot is kept for every row in
     /// flight (tens of thousands with aggregation).
@@ -30,6 +36,7 @@ enum Durable {
         gtid: Option<Arc<str>>,
         rows_done: u64,
         ts: u32,
+        mark: EventMark,
     },
 }
 
@@ -67,6 +74,9 @@ impl AckTracker {
             gtid: pos.gtid.clone(),
             row: pos.row,
             ts: pos.ts,
+            rows_event: pos.rows_event,
+            event_row: pos.event_row,
+            resumable: pos.resumable,
         });
         self.unacked += 1;
         seq
@@ -108,15 +118,26 @@ impl AckTracker {
                     gtid,
                     row,
                     ts,
+                    rows_event,
+                    event_row,
+                    resumable,
                     ..
                 }) => {
-                    self.durable = Durable::MidTx {
-                        file,
-                        tx_pos,
-                        gtid,
-                        rows_done: row + 1,
-                        ts,
-                    };
+                    // Not resumable: the durable point stays at the last boundary (held back
+                    // behind a prepared XA transaction).
+                    if resumable {
+                        self.durable = Durable::MidTx {
+                            file,
+                            tx_pos,
+                            gtid,
+                            rows_done: row + 1,
+                            ts,
+                            mark: EventMark {
+                                event: rows_event,
+                                rows: event_row + 1,
+                            },
+                        };
+                    }
                 }
                 None => break,
             }
@@ -144,6 +165,7 @@ impl AckTracker {
                 gtid,
                 rows_done,
                 ts,
+                mark,
             } => Some(Checkpoint {
                 file: file.to_string(),
                 pos: *tx_pos,
@@ -157,6 +179,7 @@ impl AckTracker {
                     .last_boundary
                     .as_ref()
                     .and_then(|b| b.mysql_gtid_set.clone()),
+                event_mark: Some(*mark),
                 event_ts: *ts,
             }),
         }
@@ -175,6 +198,9 @@ mod tests {
             tx_pos: 50,
             gtid: Some("0-1-5".into()),
             ts: 7,
+            rows_event: row as u32 / 2,
+            event_row: row as u32 % 2,
+            resumable: true,
         }
     }
 
@@ -186,6 +212,7 @@ mod tests {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
+            event_mark: None,
             event_ts: 7,
         }
     }
@@ -221,11 +248,31 @@ mod tests {
         t.ack(b);
         let cp = t.take_durable().expect("moved");
         assert_eq!((cp.pos, cp.rows_done), (50, 2));
+        // Rows 0 and 1 are rows 0 and 1 of ROWS event 0 (see `row`).
+        assert_eq!(cp.event_mark, Some(EventMark { event: 0, rows: 2 }));
         // The open transaction's GTID rides along so a resume can check it reads that one.
         assert_eq!(cp.tx_gtid.as_deref(), Some("0-1-5"));
         assert_eq!(
             cp.gtid_state.map(|g| g.to_string()).as_deref(),
             Some("0-1-4")
         );
+    }
+
+    #[test]
+    fn rows_held_behind_a_prepared_xa_do_not_move_the_checkpoint() {
+        let mut t = AckTracker::default();
+        t.push_boundary(boundary(40));
+        assert_eq!(t.take_durable(), Some(boundary(40)));
+        let held = |r| RowPosition {
+            resumable: false,
+            ..row(r)
+        };
+        let a = t.push_row(&held(0));
+        let b = t.push_row(&held(1));
+        t.ack(a);
+        t.ack(b);
+        // Moved past the rows, but the durable point is still the boundary before them.
+        assert_eq!(t.take_durable(), Some(boundary(40)));
+        assert_eq!(t.unacked(), 0);
     }
 }

@@ -40,6 +40,12 @@ pub trait Sink: Send {
         self.flush()
     }
 
+    /// The newest checkpoint delivered so far, if it moved, without sending anything or
+    /// waiting: what may still be stored after a failed or abandoned drain.
+    fn acknowledged(&mut self) -> Option<Checkpoint> {
+        None
+    }
+
     /// True while records are buffered or unacknowledged, so the caller keeps calling
     /// [`Sink::flush`] even when no new rows arrive.
     fn busy(&self) -> bool {

@@ -175,6 +175,22 @@ pub async fn preflight(
         warn!(setting = "binlog_row_image", value = %image, "{w}");
         warnings.push(w);
     }
+    if !is_mariadb {
+        // MySQL 8.0+ only; older servers lack the variable and cannot log partial updates.
+        let options: Option<Option<String>> = conn
+            .query_first("SELECT @@GLOBAL.binlog_row_value_options")
+            .await
+            .ok()
+            .flatten();
+        if let Some(w) = partial_json_warning(&options.flatten().unwrap_or_default(), &image) {
+            warn!(
+                setting = "binlog_row_value_options",
+                binlog_row_image = %image,
+                "{w}"
+            );
+            warnings.push(w);
+        }
+    }
     if server_id == own_server_id {
         return Err(SourceError::Misconfigured {
             setting: "server_id",
@@ -190,6 +206,24 @@ pub async fn preflight(
         server_id,
         binlogs,
         warnings,
+    })
+}
+
+/// The warning for a MySQL source that logs partial JSON updates: with
+/// `binlog_row_value_options=PARTIAL_JSON` and a `binlog_row_image` other than FULL, an
+/// UPDATE of a JSON column may be logged as a diff against a document the binlog does not
+/// hold, and the stream stops at the first such update.
+pub fn partial_json_warning(row_value_options: &str, row_image: &str) -> Option<String> {
+    let partial = row_value_options
+        .split(',')
+        .any(|o| o.trim().eq_ignore_ascii_case("PARTIAL_JSON"));
+    (partial && !row_image.eq_ignore_ascii_case("FULL")).then(|| {
+        format!(
+            "binlog_row_value_options=PARTIAL_JSON with binlog_row_image={row_image}: JSON updates \
+             may be logged as partial diffs the publisher cannot always rebuild, and the stream \
+             stops at the first one it cannot. Fix: SET GLOBAL binlog_row_value_options='' (or \
+             binlog_row_image=FULL), also in the server config"
+        )
     })
 }
 
@@ -220,4 +254,23 @@ async fn check_replication_grant(conn: &mut Conn, user: &str) -> Result<(), Sour
         grant: "REPLICATION SLAVE",
         message: format!("SHOW GRANTS lists: {}", grants.join("; ")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partial_json_warning;
+
+    #[test]
+    fn partial_json_with_a_partial_row_image_is_warned_about() {
+        let w = partial_json_warning("PARTIAL_JSON", "MINIMAL").expect("warned");
+        assert!(
+            w.contains("binlog_row_value_options=PARTIAL_JSON")
+                && w.contains("binlog_row_image=MINIMAL")
+                && w.contains("SET GLOBAL binlog_row_value_options=''"),
+            "{w}"
+        );
+        assert!(partial_json_warning("partial_json", "noblob").is_some());
+        assert_eq!(partial_json_warning("PARTIAL_JSON", "FULL"), None);
+        assert_eq!(partial_json_warning("", "MINIMAL"), None);
+    }
 }

@@ -6,8 +6,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use mysql_async::{prelude::Queryable, BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{
-    Event, EventData, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, RowsEventData,
-    TableMapEvent, TransactionPayloadEvent,
+    Event, EventData, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, TableMapEvent,
+    TransactionPayloadEvent,
 };
 use tracing::{debug, info, warn};
 
@@ -16,14 +16,14 @@ use super::{
     error::SourceError,
     flavor,
     preflight::{self, ServerInfo},
-    query::{classify, QueryKind},
+    query::{self, classify, QueryKind, XaStatement},
     resume, schema,
 };
 use crate::{
     decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
     filter::TableFilter,
     mysql_gtid::{uuid_text, MysqlGtidSet},
-    position::{Checkpoint, GtidState, MariaGtid, StartFrom},
+    position::{Checkpoint, EventMark, GtidState, MariaGtid, StartFrom},
 };
 
 #[derive(Debug, Clone)]
@@ -58,6 +58,7 @@ mod event_type {
     pub const WRITE_V1: u8 = 23;
     pub const UPDATE_V1: u8 = 24;
     pub const DELETE_V1: u8 = 25;
+    pub const INCIDENT: u8 = 26;
     pub const HEARTBEAT: u8 = 27;
     pub const WRITE_V2: u8 = 30;
     pub const UPDATE_V2: u8 = 31;
@@ -89,12 +90,63 @@ struct Tx {
     explicit_begin: bool,
     /// MariaDB's FL_STANDALONE: one statement, no BEGIN/COMMIT around it.
     standalone: bool,
+    /// ROWS events read so far (every one, whatever its table): numbers the next one.
+    rows_events: u32,
+    /// How far rows were handed on (or skipped as delivered before a resume).
+    done: Option<EventMark>,
+    /// An XA transaction (XA START ... XA PREPARE): its rows are held, not handed on, until
+    /// its XA COMMIT.
+    xa: bool,
+    xid: Option<String>,
+    held: Vec<RowChange>,
+}
+
+/// An XA transaction prepared (its XA PREPARE read) but not yet committed or rolled back.
+#[derive(Debug)]
+struct PreparedXa {
+    xid: String,
+    rows: Vec<RowChange>,
+    bytes: usize,
+    /// The boundary before its first event: checkpoints do not move past it while it is
+    /// prepared, so a restart reads its rows again.
+    before: Checkpoint,
+}
+
+/// Most bytes of row records held for prepared XA transactions (they are published at their
+/// XA COMMIT, which may come much later); past it the stream stops with
+/// [`SourceError::XaTooLarge`].
+pub const XA_HELD_BYTES_MAX: usize = 256 << 20;
+
+/// Which rows of the first transaction after a resume were delivered already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    None,
+    /// Checkpoints written before event marks existed: the first n captured rows.
+    Rows(u64),
+    /// Every row of ROWS events before `event`, and the first `rows` of event `event`.
+    Mark(EventMark),
+}
+
+impl Skip {
+    /// Whether row `index` of ROWS event `event` is skipped (and counts it for `Rows`).
+    fn take(&mut self, event: u32, index: u32) -> bool {
+        match self {
+            Skip::None => false,
+            Skip::Rows(0) => false,
+            Skip::Rows(n) => {
+                *n -= 1;
+                true
+            }
+            Skip::Mark(m) => event < m.event || (event == m.event && index < m.rows),
+        }
+    }
 }
 
 /// A mid-transaction checkpoint's delivered rows, not yet matched to a transaction.
 #[derive(Debug)]
 struct PendingSkip {
     rows: u64,
+    mark: Option<EventMark>,
     tx_gtid: Option<String>,
     file: String,
     pos: u64,
@@ -104,6 +156,7 @@ impl PendingSkip {
     fn of(cp: &Checkpoint) -> Option<PendingSkip> {
         (cp.rows_done > 0).then(|| PendingSkip {
             rows: cp.rows_done,
+            mark: cp.event_mark,
             tx_gtid: cp.tx_gtid.clone(),
             file: cp.file.clone(),
             pos: cp.pos,
@@ -143,13 +196,19 @@ pub struct Reader {
     /// MySQL source with gtid_mode=ON: resumes use COM_BINLOG_DUMP_GTID, which survives a
     /// failover to another server (its file names and offsets differ).
     gtid_auto_position: bool,
-    /// Rows of the current transaction still to skip (already delivered before a resume).
-    skip_rows: u64,
+    /// Rows of the current transaction to skip (already delivered before a resume).
+    skip: Skip,
+    /// Prepared XA transactions, oldest first, and the bytes of rows they hold.
+    prepared: Vec<PreparedXa>,
+    held_bytes: usize,
     /// With `stop_at_end`: the binlog's end when the dump started, so a stream that ends
     /// before it (the server dropped the dump) is a lost connection, not the end.
     end_at_dump: Option<(String, u64)>,
     /// Where the last event read ended (file, offset).
     read_to: (Arc<str>, u64),
+    /// End of the last event read in the current file, in 64 bits: event headers carry
+    /// 32-bit positions, which wrap in files past 4 GiB (one huge transaction makes one).
+    file_end: u64,
     /// Consecutive dumps that ended early without progress.
     early_ends: u32,
     /// A `stop_at_end` dump reached the end: the only way `next_event` reports the end.
@@ -182,6 +241,10 @@ fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(MariaGtid, u8)> {
 
 fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
     let count = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?) & 0x0fff_ffff;
+    // Bounded by the body before it sizes anything: 16 bytes per GTID.
+    if count as usize > data.len().saturating_sub(4) / 16 {
+        return None;
+    }
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
         let b = data.get(4 + i * 16..4 + (i + 1) * 16)?;
@@ -192,6 +255,50 @@ fn mariadb_gtid_list(data: &[u8]) -> Option<Vec<MariaGtid>> {
         });
     }
     Some(out)
+}
+
+/// Whether a statement (not BEGIN/COMMIT) ends the open transaction: it does when there is
+/// none, when MariaDB marked it standalone, or for a MySQL statement outside BEGIN (DDL is
+/// its own transaction).
+fn query_ends_tx(tx: Option<&Tx>) -> bool {
+    match tx {
+        None => true,
+        Some(tx) => tx.standalone || (tx.maria_gtid.is_none() && !tx.explicit_begin),
+    }
+}
+
+/// The 64-bit end of an event whose header says `log_pos` (the low 32 bits), read after an
+/// event that ended at `prev_end` in the same file. Positions only grow within a file and
+/// no event is 4 GiB long, so a `log_pos` far below `prev_end`'s low bits has wrapped.
+fn widen_log_pos(prev_end: u64, log_pos: u32) -> u64 {
+    let candidate = (prev_end & !0xffff_ffff) | u64::from(log_pos);
+    if candidate + (1 << 31) < prev_end {
+        candidate + (1 << 32)
+    } else {
+        candidate
+    }
+}
+
+/// An INCIDENT event body: the incident number (1 is LOST_EVENTS) and a message of at most
+/// 255 bytes; what a damaged body lacks is reported as such, never read past its end.
+fn incident(data: &[u8]) -> (u16, String) {
+    let number = data
+        .get(0..2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    let message = match data.get(2) {
+        Some(&len) => {
+            let end = (3 + usize::from(len)).min(data.len());
+            String::from_utf8_lossy(&data[3..end]).into_owned()
+        }
+        None => String::new(),
+    };
+    let message = match (number, message.is_empty()) {
+        (1, true) => "LOST_EVENTS".to_string(),
+        (_, true) => "no message".to_string(),
+        (_, false) => message,
+    };
+    (number, message)
 }
 
 /// Why a PREVIOUS_GTIDS body cannot hold the counts it claims, read as mysql_common reads
@@ -409,17 +516,26 @@ impl Reader {
             check_gtid_domains(&mut meta, state).await?;
         }
 
+        // The GTID state to carry on: the start's, or the checkpoint's (a resume inside a
+        // file reads no GTID_LIST, so domains quiet since would drop out of checkpoints).
+        let seed_state = gtid.clone().or_else(|| {
+            checkpoint
+                .as_ref()
+                .and_then(|cp| cp.gtid_state.clone())
+                .filter(|_| server.is_mariadb)
+        });
         let mut reader = Reader {
             last_boundary: Checkpoint {
                 file: file.clone(),
                 pos,
                 rows_done: 0,
                 tx_gtid: None,
-                gtid_state: gtid.clone(),
+                gtid_state: seed_state.clone(),
                 mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
+                event_mark: None,
                 event_ts: 0,
             },
-            gtid_state: gtid.clone().unwrap_or_default(),
+            gtid_state: seed_state.unwrap_or_default(),
             mysql_gtids_complete: mysql_seed.is_some(),
             mysql_gtids: mysql_seed.clone().unwrap_or_default(),
             file_from_start: false,
@@ -432,9 +548,12 @@ impl Reader {
             stream: None,
             seen_fde: false,
             tx: None,
-            skip_rows: 0,
+            skip: Skip::None,
+            prepared: Vec::new(),
+            held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
+            file_end: 4,
             early_ends: 0,
             finished: false,
             last_event_at: tokio::time::Instant::now(),
@@ -470,6 +589,7 @@ impl Reader {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
+            event_mark: None,
             event_ts: 0,
         };
         Reader {
@@ -494,9 +614,12 @@ impl Reader {
             // A file is decoded from its first event, so its PREVIOUS_GTIDS counts.
             file_from_start: true,
             gtid_auto_position: false,
-            skip_rows: 0,
+            skip: Skip::None,
+            prepared: Vec::new(),
+            held_bytes: 0,
             end_at_dump: None,
             read_to: (Arc::from(""), 0),
+            file_end: 4,
             early_ends: 0,
             finished: false,
             last_event_at: tokio::time::Instant::now(),
@@ -514,8 +637,13 @@ impl Reader {
 
     /// Where a new dump must start to lose and repeat nothing that was already handed on.
     pub fn resume_point(&self) -> Checkpoint {
+        // A prepared XA transaction's rows are only in memory: read it again.
+        if let Some(p) = self.prepared.first() {
+            return p.before.clone();
+        }
         match &self.tx {
-            Some(tx) => Checkpoint {
+            // An XA transaction's rows are held, not handed on: none of them is delivered.
+            Some(tx) if !tx.xa => Checkpoint {
                 file: self.file.to_string(),
                 pos: tx.start_pos,
                 rows_done: tx.rows,
@@ -526,9 +654,10 @@ impl Reader {
                     .map(str::to_string),
                 gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                 mysql_gtid_set: self.mysql_checkpoint_set(),
+                event_mark: tx.done.filter(|_| tx.rows > 0),
                 event_ts: self.last_boundary.event_ts,
             },
-            None => self.last_boundary.clone(),
+            _ => self.last_boundary.clone(),
         }
     }
 
@@ -557,6 +686,18 @@ impl Reader {
                 .await
                 .map_err(SourceError::Connection)?;
         }
+        if mysql_gtids.is_none() && gtid.is_none() && pos > u64::from(u32::MAX) {
+            // COM_BINLOG_DUMP carries a 32-bit offset (the client library would truncate it
+            // without a word and the dump would start somewhere else).
+            return Err(SourceError::BadStart {
+                start: format!("{file}:{pos}"),
+                reason: "the offset is past 4 GiB, which a binlog dump by file and offset cannot \
+                         request; resume by GTID (MySQL gtid_mode=ON; MariaDB --start gtid:STATE \
+                         with the checkpoint's gtidState)"
+                    .into(),
+            });
+        }
+        self.file_end = pos;
         let mut request = dump_request(self.cfg.server_id, file, pos, mysql_gtids);
         if self.cfg.stop_at_end {
             request = request.with_non_blocking();
@@ -660,7 +801,10 @@ impl Reader {
 
     async fn reconnect_at(&mut self, cp: Checkpoint) -> Result<(), SourceError> {
         self.meta = Some(self.cfg.addr.connect().await?);
-        self.skip_rows = 0;
+        self.skip = Skip::None;
+        // Read again from `cp`, which is before every one of them.
+        self.prepared.clear();
+        self.held_bytes = 0;
         self.pending_skip = PendingSkip::of(&cp);
         self.file = cp.file.as_str().into();
         self.last_boundary = Checkpoint {
@@ -786,8 +930,9 @@ impl Reader {
         maria: Option<MariaGtid>,
         standalone: bool,
     ) -> Result<(), SourceError> {
+        let mut done = None;
         if let Some(p) = self.pending_skip.take() {
-            self.skip_rows = resume::rows_to_skip(p.tx_gtid.as_deref(), gtid.as_deref(), p.rows)
+            let rows = resume::rows_to_skip(p.tx_gtid.as_deref(), gtid.as_deref(), p.rows)
                 .map_err(|wrong| SourceError::WrongResumeTransaction {
                     received: wrong.to_string(),
                     expected: wrong.expected,
@@ -795,6 +940,14 @@ impl Reader {
                     file: p.file,
                     pos: p.pos,
                 })?;
+            self.skip = match p.mark {
+                Some(m) if rows > 0 => {
+                    done = Some(m);
+                    Skip::Mark(m)
+                }
+                _ if rows > 0 => Skip::Rows(rows),
+                _ => Skip::None,
+            };
         }
         if let Some(open) = &self.tx {
             if open.rows > 0 {
@@ -809,12 +962,70 @@ impl Reader {
             rows: 0,
             explicit_begin: false,
             standalone,
+            rows_events: 0,
+            done,
+            xa: false,
+            xid: None,
+            held: Vec::new(),
         });
         Ok(())
     }
 
+    /// XA PREPARE: the open transaction's rows stay held until its XA COMMIT, and
+    /// checkpoints stay before it.
+    fn xa_prepared(&mut self, xid: String, pos: u64) {
+        let Some(tx) = self.tx.as_mut().filter(|t| t.xa) else {
+            return;
+        };
+        let rows = std::mem::take(&mut tx.held);
+        let bytes = rows.iter().map(|r| r.body.len()).sum();
+        debug!(file = %self.file, pos, xid = %xid, rows = rows.len(), "XA transaction prepared; its rows wait for XA COMMIT");
+        self.prepared.push(PreparedXa {
+            xid,
+            rows,
+            bytes,
+            // Not advanced yet by this transaction: the boundary at its start.
+            before: self.last_boundary.clone(),
+        });
+    }
+
+    /// XA COMMIT: the prepared rows go out now, after every transaction committed between.
+    fn xa_commit(&mut self, xid: &str, pos: u64, out: &mut Vec<Item>) {
+        let Some(i) = self.prepared.iter().position(|p| p.xid == xid) else {
+            warn!(file = %self.file, pos, xid, "XA COMMIT of a transaction prepared before the start position; its rows were not read and are not published");
+            return;
+        };
+        let p = self.prepared.remove(i);
+        self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
+        out.extend(p.rows.into_iter().map(|mut r| {
+            // A checkpoint inside them would point at the PREPARE's offset with no way
+            // to resume there.
+            r.position.resumable = false;
+            Item::Row(r)
+        }));
+    }
+
+    fn xa_rollback(&mut self, xid: &str, pos: u64) {
+        if let Some(i) = self.prepared.iter().position(|p| p.xid == xid) {
+            let p = self.prepared.remove(i);
+            self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
+            debug!(file = %self.file, pos, xid, rows = p.rows.len(), "XA transaction rolled back; its rows are dropped");
+        }
+    }
+
     fn commit(&mut self, end: u64, ts: u32, out: &mut Vec<Item>) {
-        if let Some(tx) = self.tx.take() {
+        if let Some(mut tx) = self.tx.take() {
+            // Rows still held here were never prepared (a one-phase XA commit): they commit
+            // with the transaction.
+            let held = std::mem::take(&mut tx.held);
+            self.held_bytes = self
+                .held_bytes
+                .saturating_sub(held.iter().map(|r| r.body.len()).sum());
+            let resumable = self.prepared.is_empty();
+            out.extend(held.into_iter().map(|mut r| {
+                r.position.resumable = resumable;
+                Item::Row(r)
+            }));
             if let Some(g) = tx.maria_gtid {
                 self.gtid_state.apply(g);
             }
@@ -822,7 +1033,7 @@ impl Reader {
                 self.mysql_gtids.add(*uuid, tag, *gno);
             }
         }
-        self.skip_rows = 0;
+        self.skip = Skip::None;
         let cp = Checkpoint {
             file: self.file.to_string(),
             pos: end,
@@ -830,10 +1041,23 @@ impl Reader {
             tx_gtid: None,
             gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
             mysql_gtid_set: self.mysql_checkpoint_set(),
+            event_mark: None,
             event_ts: ts,
         };
         self.last_boundary = cp.clone();
-        out.push(Item::Commit(cp));
+        out.push(Item::Commit(self.held_back(cp)));
+    }
+
+    /// The checkpoint to hand on for boundary `cp`: `cp` itself, or while an XA transaction
+    /// is prepared, the boundary before the oldest one (with `cp`'s time, for the lag).
+    fn held_back(&self, cp: Checkpoint) -> Checkpoint {
+        match self.prepared.first() {
+            None => cp,
+            Some(p) => Checkpoint {
+                event_ts: cp.event_ts,
+                ..p.before.clone()
+            },
+        }
     }
 
     fn mysql_checkpoint_set(&self) -> Option<MysqlGtidSet> {
@@ -961,8 +1185,19 @@ impl Reader {
         let (pos, end) = match (h.log_pos(), self.payload) {
             // Inside a compressed transaction: positions are the payload event's.
             (0, Some((p, e))) => (p, e),
+            // Artificial events (the dump's first ROTATE and FORMAT_DESCRIPTION) have none.
+            (0, _) => (0, 0),
             (log_pos, _) => {
-                let end = u64::from(log_pos);
+                // A heartbeat reports the server's position, possibly in the next file: only
+                // widened once this file is past 4 GiB.
+                let end = if ty == t::HEARTBEAT && self.file_end <= u64::from(u32::MAX) {
+                    u64::from(log_pos)
+                } else {
+                    widen_log_pos(self.file_end, log_pos)
+                };
+                if ty != t::HEARTBEAT {
+                    self.file_end = end;
+                }
                 (end.saturating_sub(u64::from(h.event_size())), end)
             }
         };
@@ -989,6 +1224,7 @@ impl Reader {
                 let name = String::from_utf8_lossy(&raw[..len]).into_owned();
                 self.file_from_start = rot.position() <= 4;
                 self.file = name.as_str().into();
+                self.file_end = rot.position();
                 if self.tx.is_none() {
                     self.last_boundary.file = name;
                     self.last_boundary.pos = rot.position();
@@ -1017,6 +1253,13 @@ impl Reader {
                 let (g, flags2) = mariadb_gtid(ev.data(), h.server_id())
                     .ok_or_else(|| self.unsupported("MariaDB GTID event", pos, "body too short"))?;
                 self.begin_tx(pos, Some(g.to_string().into()), Some(g), flags2 & 1 != 0)?;
+                // FL_PREPARED_XA: the rows of an XA transaction up to its XA PREPARE.
+                if flags2 & 0x40 != 0 {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.xa = true;
+                        tx.xid = query::mariadb_gtid_xid(ev.data());
+                    }
+                }
             }
             t::MARIA_GTID_LIST => {
                 let list = mariadb_gtid_list(ev.data()).ok_or_else(|| {
@@ -1102,9 +1345,21 @@ impl Reader {
                         }
                         if let Some(tx) = self.tx.as_mut() {
                             tx.explicit_begin = true;
+                            // MySQL opens an XA transaction with an XA START query.
+                            if let Some(XaStatement::Start(xid)) = query::xa_statement(&sql) {
+                                tx.xa = true;
+                                tx.xid = Some(xid);
+                            }
                         }
                     }
-                    QueryKind::Commit | QueryKind::Rollback => self.commit(end, ts, out),
+                    QueryKind::Commit | QueryKind::Rollback => {
+                        match query::xa_statement(&sql) {
+                            Some(XaStatement::Commit { xid, .. }) => self.xa_commit(&xid, pos, out),
+                            Some(XaStatement::Rollback(xid)) => self.xa_rollback(&xid, pos),
+                            _ => {}
+                        }
+                        self.commit(end, ts, out)
+                    }
                     kind => {
                         if kind == QueryKind::Ddl {
                             debug!(file = %self.file, pos, "DDL: table schemas will be re-read");
@@ -1116,13 +1371,16 @@ impl Reader {
                                 "a row change was logged as a statement (session binlog_format=STATEMENT/MIXED); \
                                  its rows cannot be captured");
                         }
-                        let ends_tx = match &self.tx {
-                            None => true,
-                            Some(tx) => {
-                                tx.standalone || (tx.maria_gtid.is_none() && !tx.explicit_begin)
+                        if query::opens_transaction(&sql) {
+                            // MySQL 8.0.21+ CREATE TABLE ... SELECT: its rows follow, and
+                            // the transaction ends at their XID.
+                            if self.tx.is_none() {
+                                self.begin_tx(pos, None, None, false)?;
                             }
-                        };
-                        if ends_tx {
+                            if let Some(tx) = self.tx.as_mut() {
+                                tx.explicit_begin = true;
+                            }
+                        } else if query_ends_tx(self.tx.as_ref()) {
                             self.commit(end, ts, out);
                         }
                     }
@@ -1143,7 +1401,26 @@ impl Reader {
                     "the source has log_bin_compress=ON; turn it off (SET GLOBAL log_bin_compress=OFF) so row events are readable",
                 ));
             }
-            t::XID | t::XA_PREPARE => self.commit(end, ts, out),
+            t::XID => self.commit(end, ts, out),
+            t::INCIDENT => {
+                let (number, message) = incident(ev.data());
+                return Err(SourceError::Incident {
+                    file: self.file.to_string(),
+                    pos,
+                    next: end,
+                    number,
+                    message,
+                });
+            }
+            t::XA_PREPARE => {
+                let (one_phase, xid) = query::xa_prepare_xid(ev.data())
+                    .ok_or_else(|| self.unsupported("XA_PREPARE event", pos, "malformed XID"))?;
+                if !one_phase {
+                    self.xa_prepared(xid, pos);
+                }
+                // One phase (MySQL's XA COMMIT ... ONE PHASE): commits here, rows and all.
+                self.commit(end, ts, out);
+            }
             t::TABLE_MAP => {
                 if self.tx.is_none() {
                     self.begin_tx(pos, None, None, false)?;
@@ -1203,10 +1480,11 @@ impl Reader {
                     gtid_state: (!self.gtid_state.is_empty()).then(|| self.gtid_state.clone()),
                     mysql_gtid_set: self.mysql_checkpoint_set(),
                     // A heartbeat means the source has nothing newer: caught up as of now.
+                    event_mark: None,
                     event_ts: crate::metrics::now_unix() as u32,
                 };
                 self.last_boundary = cp.clone();
-                out.push(Item::Idle(cp));
+                out.push(Item::Idle(self.held_back(cp)));
             }
             _ => {}
         }
@@ -1229,6 +1507,15 @@ impl Reader {
             return Err(self.unsupported("ROWS event", pos, "not parsed as a rows event"));
         };
         let table_id = rows.table_id();
+        // Every ROWS event is numbered, captured or not: the numbers must not depend on the
+        // filter (see `EventMark`).
+        let ord = match self.tx.as_mut() {
+            Some(tx) => {
+                tx.rows_events += 1;
+                tx.rows_events - 1
+            }
+            None => 0,
+        };
         let entry = self
             .plans
             .get(&table_id)
@@ -1245,16 +1532,23 @@ impl Reader {
             t::DELETE_V1 | t::DELETE_V2 => ChangeKind::Delete,
             _ => ChangeKind::Update,
         };
-        let tx = self.tx.as_mut().ok_or_else(|| SourceError::UnknownTable {
-            table_id,
-            file: self.file.to_string(),
-            pos,
-        })?;
-        let gtid = tx.gtid.clone();
-        let first_row = tx.rows;
-        let tx_pos = tx.start_pos;
-        let skip = &mut self.skip_rows;
-        let n = decode_rows_into(
+        let no_prepared_xa = self.prepared.is_empty();
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(SourceError::UnknownTable {
+                table_id,
+                file: self.file.to_string(),
+                pos,
+            });
+        };
+        let xa = tx.xa;
+        // Behind a prepared XA transaction no checkpoint may point inside a transaction.
+        let resumable = !xa && no_prepared_xa;
+        let mut done = tx.done;
+        let mut held = std::mem::take(&mut tx.held);
+        let mut held_bytes = self.held_bytes;
+        let skip = &mut self.skip;
+        let mut index = 0u32;
+        let n = decode::decode_rows(
             &plan,
             &rows,
             kind,
@@ -1262,56 +1556,53 @@ impl Reader {
             self.cfg.encode,
             &self.file,
             pos,
-            tx_pos,
-            gtid.as_ref(),
+            tx.start_pos,
+            tx.gtid.as_ref(),
             ts,
-            first_row,
-            skip,
-            out,
+            tx.rows,
+            |mut row| {
+                let i = index;
+                index += 1;
+                let mark = EventMark {
+                    event: ord,
+                    rows: i + 1,
+                };
+                if done.is_none_or(|d| (d.event, d.rows) < (mark.event, mark.rows)) {
+                    done = Some(mark);
+                }
+                if skip.take(ord, i) {
+                    return;
+                }
+                row.position.rows_event = ord;
+                row.position.event_row = i;
+                row.position.resumable = resumable;
+                if xa {
+                    held_bytes += row.body.len();
+                    held.push(row);
+                } else {
+                    out.push(Item::Row(row));
+                }
+            },
         )?;
-        if let Some(tx) = self.tx.as_mut() {
-            tx.rows += n;
+        tx.rows += n;
+        tx.done = done;
+        tx.held = held;
+        self.held_bytes = held_bytes;
+        if self.held_bytes > XA_HELD_BYTES_MAX {
+            let xid = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.xid.clone())
+                .unwrap_or_else(|| "(being prepared)".into());
+            return Err(SourceError::XaTooLarge {
+                xid,
+                file: self.file.to_string(),
+                pos,
+                limit: XA_HELD_BYTES_MAX,
+            });
         }
         Ok(())
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn decode_rows_into(
-    plan: &TablePlan,
-    rows: &RowsEventData<'_>,
-    kind: ChangeKind,
-    partial: bool,
-    encode: EncodeOptions,
-    file: &Arc<str>,
-    pos: u64,
-    tx_pos: u64,
-    gtid: Option<&Arc<str>>,
-    ts: u32,
-    first_row: u64,
-    skip: &mut u64,
-    out: &mut Vec<Item>,
-) -> Result<u64, SourceError> {
-    Ok(decode::decode_rows(
-        plan,
-        rows,
-        kind,
-        partial,
-        encode,
-        file,
-        pos,
-        tx_pos,
-        gtid,
-        ts,
-        first_row,
-        |row| {
-            if *skip > 0 {
-                *skip -= 1;
-            } else {
-                out.push(Item::Row(row));
-            }
-        },
-    )?)
 }
 
 /// The dump request: by file and offset, or (MySQL, `mysql_gtids` given) COM_BINLOG_DUMP_GTID
@@ -1395,6 +1686,84 @@ mod event_guard_tests {
         ok.extend(1u64.to_le_bytes());
         ok.extend([0u8; 16]);
         assert_eq!(implausible_previous_gtids(&ok), None);
+    }
+
+    #[test]
+    fn a_gtid_list_count_larger_than_its_body_is_refused() {
+        use super::mariadb_gtid_list;
+        let mut one = 1u32.to_le_bytes().to_vec();
+        one.extend(5u32.to_le_bytes());
+        one.extend(1u32.to_le_bytes());
+        one.extend(9u64.to_le_bytes());
+        let list = mariadb_gtid_list(&one).expect("one GTID");
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].domain, list[0].seq), (5, 9));
+        // 0x0fffffff GTIDs claimed in 16 bytes: refused before any allocation.
+        let mut huge = 0x0fff_ffffu32.to_le_bytes().to_vec();
+        huge.extend([0u8; 16]);
+        assert!(mariadb_gtid_list(&huge).is_none());
+        assert!(mariadb_gtid_list(&one[..19]).is_none());
+    }
+
+    #[test]
+    fn create_table_select_on_mysql_ends_at_its_xid() {
+        use super::{query, query_ends_tx, Tx};
+        // MySQL 8.0.21+: GTID, `CREATE TABLE ... START TRANSACTION`, TABLE_MAP, rows, XID.
+        let ctas = "CREATE TABLE `t2` (\n  `id` int NOT NULL\n) START TRANSACTION";
+        assert!(query::opens_transaction(ctas));
+        assert!(!query::opens_transaction("CREATE TABLE t (a int)"));
+        assert!(!query::opens_transaction("START TRANSACTION"));
+        let mut tx = Tx {
+            start_pos: 4,
+            gtid: None,
+            maria_gtid: None,
+            mysql_gtid: Some(([1; 16], String::new(), 5)),
+            rows: 0,
+            explicit_begin: false,
+            standalone: false,
+            rows_events: 0,
+            done: None,
+            xa: false,
+            xid: None,
+            held: Vec::new(),
+        };
+        // A plain DDL statement after a MySQL GTID is its own transaction...
+        assert!(query_ends_tx(Some(&tx)));
+        // ...but once the CTAS opened one, later statements do not end it: the XID does.
+        tx.explicit_begin = true;
+        assert!(!query_ends_tx(Some(&tx)));
+        assert!(query_ends_tx(None));
+    }
+
+    #[test]
+    fn positions_past_4_gib_do_not_wrap() {
+        use super::widen_log_pos;
+        const G4: u64 = 1 << 32;
+        assert_eq!(widen_log_pos(4, 120), 120);
+        assert_eq!(
+            widen_log_pos(1000, 1000),
+            1000,
+            "a heartbeat at the same place"
+        );
+        // An event ending past 4 GiB, after one ending just below.
+        assert_eq!(widen_log_pos(G4 - 100, 50), G4 + 50);
+        // Later events of the same file keep the high bits.
+        assert_eq!(widen_log_pos(G4 + 50, 900), G4 + 900);
+        assert_eq!(widen_log_pos(3 * G4 - 10, 10), 3 * G4 + 10);
+        // A position just below the previous end (not a wrap) stays where it is.
+        assert_eq!(widen_log_pos(G4 + 900, 800), G4 + 800);
+    }
+
+    #[test]
+    fn incident_bodies_are_read_within_their_bounds() {
+        use super::incident;
+        let mut body = vec![1, 0, 11];
+        body.extend(b"LOST_EVENTS");
+        assert_eq!(incident(&body), (1, "LOST_EVENTS".into()));
+        // A length past the body reads what is there; an empty one names the incident.
+        assert_eq!(incident(&[2, 0, 200, b'x']), (2, "x".into()));
+        assert_eq!(incident(&[1, 0]), (1, "LOST_EVENTS".into()));
+        assert_eq!(incident(&[]), (0, "no message".into()));
     }
 
     #[test]

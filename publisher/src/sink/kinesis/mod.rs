@@ -534,6 +534,11 @@ impl Sink for KinesisSink {
         Ok(self.tracker.take_durable())
     }
 
+    fn acknowledged(&mut self) -> Option<Checkpoint> {
+        self.collect_done();
+        self.tracker.take_durable()
+    }
+
     fn busy(&self) -> bool {
         self.tracker.unacked() > 0
     }
