@@ -300,6 +300,11 @@ pub struct CheckpointStatus {
     /// if the first transaction it reads is this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_gtid: Option<String>,
+    /// Inside that transaction, every ROWS event before number `event` was delivered and
+    /// the first `rows` rows of event `event`: independent of the table filter, so a resume
+    /// under another `spec.tables` skips no row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_mark: Option<EventMarkStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<String>,
     /// Event timestamp (RFC 3339) of the last delivered event.
@@ -326,6 +331,12 @@ pub struct PublisherReport {
     /// When this state was reported (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct EventMarkStatus {
+    pub event: i64,
+    pub rows: i64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -21,6 +21,10 @@ use crate::{
     },
 };
 
+/// Default checkpoint interval in a BinlogStream status: with the status report on the same
+/// 10 s cadence, a publisher makes at most 6 status writes a minute (issue 12's budget).
+pub const KUBERNETES_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
     /// TOML file with any of the settings below (flags and environment win over it).
@@ -113,7 +117,8 @@ pub struct RunArgs {
     /// Longest a record waits in a buffer before it is flushed, in ms [default: 5].
     #[arg(long, env = "BINLOGSTREAM_LINGER_MS")]
     pub linger_ms: Option<u64>,
-    /// Shortest time between checkpoint writes, in ms [default: 1000].
+    /// Shortest time between checkpoint writes, in ms [default: 1000 with a checkpoint file,
+    /// 10000 in a BinlogStream status, which the API server of many streams must carry].
     #[arg(long, env = "BINLOGSTREAM_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
     /// Longest a stop (SIGTERM, or an error) waits for unacknowledged records and the final
@@ -377,10 +382,15 @@ impl RunArgs {
         let heartbeat =
             Duration::from_secs(self.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5));
         let linger = Duration::from_millis(self.linger_ms.or(file.linger_ms).unwrap_or(5));
+        let default_interval_ms = if self.checkpoint_kubernetes.is_some() {
+            KUBERNETES_CHECKPOINT_INTERVAL_MS
+        } else {
+            1000
+        };
         let checkpoint_interval = Duration::from_millis(
             self.checkpoint_interval_ms
                 .or(file.checkpoint_interval_ms)
-                .unwrap_or(1000),
+                .unwrap_or(default_interval_ms),
         );
         let drain_timeout = match self.drain_timeout_secs.or(file.drain_timeout_secs) {
             Some(0) => {
@@ -440,6 +450,49 @@ mod tests {
         assert_eq!(set.pipeline.drain_timeout, Duration::from_secs(7));
         let e = args(Some(0)).resolve().expect_err("zero").to_string();
         assert!(e.contains("drain-timeout-secs"), "{e}");
+    }
+
+    #[test]
+    fn a_status_checkpoint_is_written_every_10_s_by_default_a_file_every_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").expect("pw");
+        let base = || RunArgs {
+            source: Some("mysql://repl@db:3306".into()),
+            password_file: Some(pw.clone()),
+            ..Default::default()
+        };
+        let kube = RunArgs {
+            checkpoint_kubernetes: Some("shop/orders".into()),
+            ..base()
+        };
+        assert_eq!(
+            kube.resolve()
+                .expect("resolve")
+                .pipeline
+                .checkpoint_interval,
+            Duration::from_secs(10)
+        );
+        let file = RunArgs {
+            checkpoint_file: Some(dir.path().join("cp.json")),
+            ..base()
+        };
+        assert_eq!(
+            file.resolve()
+                .expect("resolve")
+                .pipeline
+                .checkpoint_interval,
+            Duration::from_secs(1)
+        );
+        let set = RunArgs {
+            checkpoint_kubernetes: Some("shop/orders".into()),
+            checkpoint_interval_ms: Some(2500),
+            ..base()
+        };
+        assert_eq!(
+            set.resolve().expect("resolve").pipeline.checkpoint_interval,
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]

@@ -160,7 +160,13 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
     "PublisherFailed"
 }
 
-/// Keeps the publisher's part of the BinlogStream status current between checkpoints.
+/// The status is refreshed at least this often (so the operator can tell a silent publisher),
+/// and at most this often unless the report changes: with checkpoints on the same cadence
+/// that is 6 writes a minute per stream.
+const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps the publisher's part of the BinlogStream status current between checkpoints: looks
+/// every 5 s (a new problem is reported within that), writes when due.
 async fn report_status(
     writer: StatusWriter,
     metrics: std::sync::Arc<metrics::Metrics>,
@@ -208,7 +214,7 @@ async fn report_status(
             }
         }
         // A failure is logged (once per change) and counted by the writer itself.
-        if let Err(e) = writer.write().await {
+        if let Err(e) = writer.write_report_if_due(STATUS_REFRESH).await {
             tracing::debug!(error = %e, "could not report to the BinlogStream status");
         }
     }

@@ -498,7 +498,8 @@ mod tests {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
-            event_ts: 0,            event_mark: None,
+            event_ts: 0,
+            event_mark: None,
         }
     }
 

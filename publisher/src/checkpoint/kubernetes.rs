@@ -22,12 +22,16 @@ use kube::{
     Client,
 };
 use operator::crd::{
-    BinlogStream, CheckpointStatus, PublisherReport, SourceBinlogs, PUBLISHER_STATUS_MANAGER,
+    BinlogStream, CheckpointStatus, EventMarkStatus, PublisherReport, SourceBinlogs,
+    PUBLISHER_STATUS_MANAGER,
 };
 use serde_json::json;
 
 use super::{CheckpointError, CheckpointStore};
-use crate::{metrics::Metrics, position::Checkpoint};
+use crate::{
+    metrics::Metrics,
+    position::{Checkpoint, EventMark},
+};
 
 #[derive(Default)]
 struct Reported {
@@ -45,6 +49,10 @@ struct Reported {
     failing: bool,
     /// A definite refusal: the HTTP status and message, returned by the next save.
     refused: Option<(Option<u16>, String)>,
+    /// When the status was last written, and the report it carried (see
+    /// [`StatusWriter::write_report_if_due`]).
+    written_at: Option<std::time::Instant>,
+    written_report: Option<PublisherReport>,
 }
 
 /// Longest one call to the API server may take before it is abandoned (and retried).
@@ -168,11 +176,16 @@ impl StatusWriter {
     /// records the outcome (metrics, /readyz, a definite refusal for the next save).
     pub async fn write(&self) -> Result<(), CheckpointError> {
         let _guard = self.write_lock.lock().await;
-        let written = self.state.lock().map_err(err)?.checkpoint.clone();
+        let (written, report) = {
+            let s = self.state.lock().map_err(err)?;
+            (s.checkpoint.clone(), s.report.clone())
+        };
         let result = self.write_locked().await;
         let mut s = self.state.lock().map_err(err)?;
         match &result {
             Ok(()) => {
+                s.written_at = Some(std::time::Instant::now());
+                s.written_report = report;
                 if s.checkpoint == written {
                     s.dirty = false;
                 }
@@ -202,6 +215,20 @@ impl StatusWriter {
         result
     }
 
+    /// Writes the status for the periodic report only when its report changed since the last
+    /// write or nothing was written for `every`: checkpoint writes already refresh the status,
+    /// and each write costs the API server a request (and the operator a reconcile).
+    pub async fn write_report_if_due(&self, every: Duration) -> Result<bool, CheckpointError> {
+        let due = {
+            let s = self.state.lock().map_err(err)?;
+            s.report != s.written_report || s.written_at.is_none_or(|t| t.elapsed() >= every)
+        };
+        if due {
+            self.write().await?;
+        }
+        Ok(due)
+    }
+
     async fn write_locked(&self) -> Result<(), CheckpointError> {
         let (checkpoint, report, binlogs) = {
             let s = self.state.lock().map_err(err)?;
@@ -216,6 +243,10 @@ impl StatusWriter {
             position: cp.pos as i64,
             rows_in_transaction: cp.rows_done as i64,
             transaction_gtid: cp.tx_gtid,
+            event_mark: cp.event_mark.map(|m| EventMarkStatus {
+                event: i64::from(m.event),
+                rows: i64::from(m.rows),
+            }),
             // One status field for both flavors: the text tells them apart on load.
             gtid_set: cp
                 .gtid_state
@@ -375,7 +406,12 @@ impl CheckpointStore for KubeCheckpoint {
             tx_gtid: cp.transaction_gtid.filter(|g| !g.is_empty()),
             gtid_state,
             mysql_gtid_set,
-            event_mark: None,
+            event_mark: cp.event_mark.and_then(|m| {
+                Some(EventMark {
+                    event: u32::try_from(m.event).ok()?,
+                    rows: u32::try_from(m.rows).ok()?,
+                })
+            }),
             event_ts,
         };
         if let Ok(mut s) = self.writer.state.lock() {
@@ -548,6 +584,57 @@ mod tests {
         server.await.expect("fake API server");
     }
 
+    #[tokio::test]
+    async fn the_periodic_report_writes_only_when_it_changed_or_is_due() {
+        let (store, mut handle, _metrics) = loaded_store(Duration::from_secs(5)).await;
+        let writer = store.writer.clone();
+        writer.set_report("Running", None, None);
+        let first = async {
+            let (_, send) = handle.next_request().await.expect("first write");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+        };
+        let (wrote, ()) = tokio::join!(writer.write_report_if_due(Duration::from_secs(10)), first);
+        assert!(wrote.expect("write"));
+        // Unchanged and written just now: no request (the mock would wait for an answer).
+        let again = tokio::time::timeout(
+            Duration::from_secs(2),
+            writer.write_report_if_due(Duration::from_secs(10)),
+        )
+        .await
+        .expect("an unchanged report made a request");
+        assert!(!again.expect("skip"));
+        // A new state is written at once.
+        writer.set_report(
+            "Retrying",
+            Some("KinesisFailing"),
+            Some("Kinesis retrying".into()),
+        );
+        let changed = async {
+            let (req, send) = handle.next_request().await.expect("changed report");
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            assert_eq!(body["status"]["publisher"]["state"], "Retrying");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+        };
+        let (wrote, ()) =
+            tokio::join!(writer.write_report_if_due(Duration::from_secs(10)), changed);
+        assert!(wrote.expect("write"));
+        // Due again once the refresh interval has passed, even unchanged.
+        let due = async {
+            let (_, send) = handle.next_request().await.expect("refresh");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+        };
+        let (wrote, ()) = tokio::join!(writer.write_report_if_due(Duration::ZERO), due);
+        assert!(wrote.expect("write"));
+    }
+
     fn checkpoint(pos: u64) -> Checkpoint {
         Checkpoint {
             file: "binlog.000009".into(),
@@ -556,7 +643,8 @@ mod tests {
             tx_gtid: None,
             gtid_state: None,
             mysql_gtid_set: None,
-            event_ts: 0,            event_mark: None,
+            event_ts: 0,
+            event_mark: None,
         }
     }
 
