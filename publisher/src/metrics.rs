@@ -50,6 +50,11 @@ pub struct Metrics {
     pub source_connected: Gauge,
     /// Checkpoint writes that failed and will be retried (the stream goes on meanwhile).
     pub checkpoint_store_failures: Counter,
+    /// Kinesis sink: request tasks alive, ack-queue entries, aggregated rows re-sent after a
+    /// reshard (see `sink::kinesis`).
+    pub sink_tasks: Gauge,
+    pub ack_queue_len: Gauge,
+    pub reshard_resent: Counter,
     pub checkpoint_position: Gauge,
     pub checkpoint_file_number: Gauge,
     checkpoint_age: Gauge,
@@ -93,6 +98,9 @@ impl Metrics {
             source_reconnects: Counter::default(),
             source_connected: Gauge::default(),
             checkpoint_store_failures: Counter::default(),
+            sink_tasks: Gauge::default(),
+            ack_queue_len: Gauge::default(),
+            reshard_resent: Counter::default(),
             checkpoint_position: Gauge::default(),
             checkpoint_file_number: Gauge::default(),
             checkpoint_age: Gauge::default(),
@@ -155,6 +163,21 @@ impl Metrics {
             "checkpoint_store_failures",
             "Checkpoint writes that failed and are being retried (see checkpoint_age_seconds)",
             m.checkpoint_store_failures.clone(),
+        );
+        r.register(
+            "sink_tasks",
+            "Sink request tasks alive (at most one per lane)",
+            m.sink_tasks.clone(),
+        );
+        r.register(
+            "ack_queue_len",
+            "Rows and transaction boundaries waiting for acknowledgement",
+            m.ack_queue_len.clone(),
+        );
+        r.register(
+            "reshard_resent_records",
+            "Aggregated rows re-sent because their aggregate landed on a shard whose hash range does not hold their key (after a reshard)",
+            m.reshard_resent.clone(),
         );
         r.register(
             "checkpoint_position",

@@ -367,7 +367,7 @@ async fn kpl_aggregates_deaggregate_to_exactly_our_records() {
         assert_eq!(users.len(), expected.len(), "{name} returns every row");
         let mut got: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         for (shard, key, data) in &users {
-            let want = &shard_ids[publisher::sink::kinesis::kpl::shard_of(&ranges, key)];
+            let want = &shard_ids[publisher::sink::kinesis::kpl::shard_of(ranges.ranges(), key)];
             assert_eq!(
                 shard, want,
                 "{name}: row with key {key} is in the shard its key hashes to"

@@ -57,6 +57,10 @@ pub struct RowPosition {
     /// (a prepared XA transaction): the ack tracker then keeps the last boundary. Set by the
     /// reader.
     pub resumable: bool,
+    /// The delete half of an UPDATE that changes the primary key: published (under the old
+    /// key) right before the update, at the same position; the row is not done until the
+    /// update is.
+    pub key_change: bool,
 }
 
 /// One decoded row change: the record body and what sinks need to route it.
@@ -263,6 +267,43 @@ fn read_image(
     Ok(())
 }
 
+/// The primary-key values as a JSON array, from their spans in `body`.
+fn key_text(plan: &TablePlan, spans: &[Option<(usize, usize)>], body: &[u8]) -> String {
+    let mut k = String::from("[");
+    for (j, &ci) in plan.primary_key.iter().enumerate() {
+        if j > 0 {
+            k.push_str(", ");
+        }
+        match spans.get(ci).copied().flatten() {
+            Some((s, e)) => k.push_str(&String::from_utf8_lossy(&body[s..e])),
+            None => k.push_str("null"),
+        }
+    }
+    k.push(']');
+    k
+}
+
+/// The optional `position` key (docs/record-format.md).
+fn write_position(out: &mut Vec<u8>, p: &RowPosition) {
+    out.extend_from_slice(b", \"position\": {\"file\": ");
+    json::write_str(out, &p.file);
+    out.extend_from_slice(b", \"pos\": ");
+    json::write_u64(out, p.pos);
+    out.extend_from_slice(b", \"row\": ");
+    json::write_u64(out, p.row);
+    out.extend_from_slice(b", \"gtid\": ");
+    match &p.gtid {
+        Some(g) => json::write_str(out, g),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b", \"ts\": ");
+    json::write_u64(out, u64::from(p.ts));
+    if p.key_change {
+        out.extend_from_slice(b", \"key_change\": true");
+    }
+    out.push(b'}');
+}
+
 /// Decodes every row of a ROWS event. `first_row` is the transaction-relative index of its
 /// first row; rows are handed to `emit` in binlog order.
 #[allow(clippy::too_many_arguments)]
@@ -327,6 +368,8 @@ pub fn decode_rows(
         let mut body = Vec::with_capacity(size_hint);
         body.extend_from_slice(&plan.head);
         key_spans.iter_mut().for_each(|s| *s = None);
+        // An update's before image (its span in `body`) and key, to tell a key change.
+        let mut before_key: Option<((usize, usize), String)> = None;
         let map_img = |e: ImageError| err(e.column, e.reason);
         match kind {
             ChangeKind::Insert | ChangeKind::Delete => {
@@ -360,6 +403,7 @@ pub fn decode_rows(
                 // Documents of this row only: a diff never applies to another row's document.
                 before_docs.iter_mut().for_each(|d| *d = BeforeDoc::Absent);
                 body.extend_from_slice(b"\"before_values\": ");
+                let image_start = body.len();
                 read_image(
                     &mut buf,
                     plan,
@@ -374,6 +418,10 @@ pub fn decode_rows(
                     },
                 )
                 .map_err(map_img)?;
+                if want_key {
+                    before_key =
+                        Some(((image_start, body.len()), key_text(plan, &key_spans, &body)));
+                }
                 body.extend_from_slice(b", \"after_values\": ");
                 // The after image's key wins: with a MINIMAL image it may hold only changed columns,
                 // so before-image spans stay for the key columns it lacks.
@@ -411,40 +459,56 @@ pub fn decode_rows(
         body.extend_from_slice(kind.type_name().as_bytes());
         body.extend_from_slice(b"\", ");
         body.extend_from_slice(&plan.schema_field);
+        let position = RowPosition {
+            file: file.clone(),
+            pos,
+            row,
+            tx_pos,
+            gtid: gtid.cloned(),
+            ts,
+            // Filled in by the reader, which knows the event's number.
+            rows_event: 0,
+            event_row: 0,
+            resumable: true,
+            key_change: false,
+        };
         if opts.position {
-            body.extend_from_slice(b", \"position\": {\"file\": ");
-            json::write_str(&mut body, file);
-            body.extend_from_slice(b", \"pos\": ");
-            json::write_u64(&mut body, pos);
-            body.extend_from_slice(b", \"row\": ");
-            json::write_u64(&mut body, row);
-            body.extend_from_slice(b", \"gtid\": ");
-            match gtid {
-                Some(g) => json::write_str(&mut body, g),
-                None => body.extend_from_slice(b"null"),
-            }
-            body.extend_from_slice(b", \"ts\": ");
-            json::write_u64(&mut body, u64::from(ts));
-            body.push(b'}');
+            write_position(&mut body, &position);
         }
         body.push(b'}');
 
-        let primary_key = if want_key {
-            let mut k = String::from("[");
-            for (j, &ci) in plan.primary_key.iter().enumerate() {
-                if j > 0 {
-                    k.push_str(", ");
+        let primary_key = want_key.then(|| key_text(plan, &key_spans, &body));
+        if let (Some(((s, e), old_key)), Some(new_key)) = (before_key.take(), &primary_key) {
+            if old_key != *new_key {
+                // The old key value goes away: a delete of the before image under its own
+                // partition key, so it stays in order with that key's earlier and later changes.
+                let mut del = Vec::with_capacity(plan.head.len() + (e - s) + 128);
+                del.extend_from_slice(&plan.head);
+                del.extend_from_slice(b"\"values\": ");
+                del.extend_from_slice(&body[s..e]);
+                del.extend_from_slice(b"}, \"type\": \"");
+                del.extend_from_slice(ChangeKind::Delete.type_name().as_bytes());
+                del.extend_from_slice(b"\", ");
+                del.extend_from_slice(&plan.schema_field);
+                let position = RowPosition {
+                    key_change: true,
+                    ..position.clone()
+                };
+                if opts.position {
+                    write_position(&mut del, &position);
                 }
-                match key_spans.get(ci).copied().flatten() {
-                    Some((s, e)) => k.push_str(&String::from_utf8_lossy(&body[s..e])),
-                    None => k.push_str("null"),
-                }
+                del.push(b'}');
+                emit(RowChange {
+                    schema: plan.schema.clone(),
+                    table: plan.table.clone(),
+                    kind: ChangeKind::Delete,
+                    body: del,
+                    primary_key: Some(old_key),
+                    key_names: plan.key_names.clone(),
+                    position,
+                });
             }
-            k.push(']');
-            Some(k)
-        } else {
-            None
-        };
+        }
 
         size_hint = size_hint.max(body.len());
         emit(RowChange {
@@ -454,18 +518,7 @@ pub fn decode_rows(
             body,
             primary_key,
             key_names: plan.key_names.clone(),
-            position: RowPosition {
-                file: file.clone(),
-                pos,
-                row,
-                tx_pos,
-                gtid: gtid.cloned(),
-                ts,
-                // Filled in by the reader, which knows the event's number.
-                rows_event: 0,
-                event_row: 0,
-                resumable: true,
-            },
+            position,
         });
         row += 1;
     }

@@ -72,18 +72,27 @@ impl AckTracker {
             file: pos.file.clone(),
             tx_pos: pos.tx_pos,
             gtid: pos.gtid.clone(),
-            row: pos.row,
+            // Stored as the rows done once this slot is acknowledged: the row's index + 1, or
+            // its index for the delete half of a key change (the update is still to come).
+            row: pos.row + u64::from(!pos.key_change),
             ts: pos.ts,
             rows_event: pos.rows_event,
-            event_row: pos.event_row,
+            // Likewise the rows of its ROWS event done once acknowledged.
+            event_row: pos.event_row + u32::from(!pos.key_change),
             resumable: pos.resumable,
         });
         self.unacked += 1;
         seq
     }
 
+    /// A boundary right behind another (no row between: a filtered transaction, an idle
+    /// heartbeat) replaces it, so while the sink is stalled the queue grows with rows in
+    /// flight, not with the source's commits.
     pub fn push_boundary(&mut self, cp: Checkpoint) {
-        self.slots.push_back(Slot::Boundary(Box::new(cp)));
+        match self.slots.back_mut() {
+            Some(Slot::Boundary(last)) => **last = cp,
+            _ => self.slots.push_back(Slot::Boundary(Box::new(cp))),
+        }
         self.advance();
     }
 
@@ -130,11 +139,11 @@ impl AckTracker {
                             file,
                             tx_pos,
                             gtid,
-                            rows_done: row + 1,
+                            rows_done: row,
                             ts,
                             mark: EventMark {
                                 event: rows_event,
-                                rows: event_row + 1,
+                                rows: event_row,
                             },
                         };
                     }
@@ -149,6 +158,11 @@ impl AckTracker {
     /// Rows registered but not yet acknowledged.
     pub fn unacked(&self) -> usize {
         self.unacked
+    }
+
+    /// Entries waiting: rows in flight and the boundaries between them.
+    pub fn queued(&self) -> usize {
+        self.slots.len()
     }
 
     /// The newest fully delivered checkpoint, if it moved since the last call.
@@ -201,6 +215,7 @@ mod tests {
             rows_event: row as u32 / 2,
             event_row: row as u32 % 2,
             resumable: true,
+            key_change: false,
         }
     }
 
@@ -231,6 +246,48 @@ mod tests {
         assert_eq!(t.take_durable(), Some(boundary(500)));
         assert_eq!(t.take_durable(), None);
         assert_eq!(t.unacked(), 0);
+    }
+
+    #[test]
+    fn consecutive_boundaries_take_one_slot() {
+        let mut t = AckTracker::default();
+        let a = t.push_row(&row(0));
+        for pos in 500..3500 {
+            t.push_boundary(boundary(pos));
+        }
+        assert_eq!(t.queued(), 2, "one row and the newest boundary");
+        let b = t.push_row(&row(1));
+        t.push_boundary(boundary(4000));
+        assert_eq!(t.queued(), 4);
+        t.ack(a);
+        assert_eq!(t.take_durable(), Some(boundary(3499)));
+        t.ack(b);
+        assert_eq!(t.take_durable(), Some(boundary(4000)));
+        assert_eq!(t.queued(), 0);
+    }
+
+    #[test]
+    fn a_key_change_is_done_when_its_update_is() {
+        let mut t = AckTracker::default();
+        let first = t.push_row(&row(0));
+        let delete = t.push_row(&RowPosition {
+            key_change: true,
+            ..row(1)
+        });
+        let update = t.push_row(&row(1));
+        t.ack(first);
+        t.ack(delete);
+        let cp = t.take_durable().expect("moved");
+        assert_eq!(
+            cp.rows_done, 1,
+            "row 1 is half delivered: a resume sends it again"
+        );
+        // The filter-independent mark agrees: row 1 is event 0's second row, not yet done.
+        assert_eq!(cp.event_mark, Some(EventMark { event: 0, rows: 1 }));
+        t.ack(update);
+        let cp = t.take_durable().expect("moved");
+        assert_eq!(cp.rows_done, 2);
+        assert_eq!(cp.event_mark, Some(EventMark { event: 0, rows: 2 }));
     }
 
     #[test]

@@ -1561,11 +1561,14 @@ impl Reader {
             ts,
             tx.rows,
             |mut row| {
+                // The delete half of a key change shares its row's index; the row is done
+                // once its update is.
+                let half = row.position.key_change;
                 let i = index;
-                index += 1;
+                index += u32::from(!half);
                 let mark = EventMark {
                     event: ord,
-                    rows: i + 1,
+                    rows: i + u32::from(!half),
                 };
                 if done.is_none_or(|d| (d.event, d.rows) < (mark.event, mark.rows)) {
                     done = Some(mark);

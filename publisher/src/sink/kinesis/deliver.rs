@@ -21,6 +21,11 @@ pub struct Record {
     pub row_key: bool,
     pub data: Blob,
     pub ts: u32,
+    /// KPL aggregates: the lowest and highest hash of their rows' keys, to check that the
+    /// shard they land on holds them all (see `reshard`).
+    pub sub_hashes: Option<(u128, u128)>,
+    /// The shard an aggregate landed on, from the PutRecords answer.
+    pub shard: Option<String>,
 }
 
 impl Record {
@@ -81,7 +86,7 @@ pub async fn deliver(d: &Delivery, mut batch: Vec<Record>) -> Result<Vec<Record>
                 let mut failed_keys: HashSet<String> = HashSet::new();
                 let mut again = Vec::new();
                 let mut reason = None;
-                for (r, result) in batch.into_iter().zip(results) {
+                for (mut r, result) in batch.into_iter().zip(results) {
                     if let Some(code) = result.error_code() {
                         match classify_record_error(code, result.error_message()) {
                             Failure::Retry(why) => reason = Some(why),
@@ -97,6 +102,9 @@ pub async fn deliver(d: &Delivery, mut batch: Vec<Record>) -> Result<Vec<Record>
                     } else if failed_keys.contains(&r.key) {
                         again.push(r);
                     } else {
+                        if r.sub_hashes.is_some() {
+                            r.shard = result.shard_id().map(str::to_string);
+                        }
                         d.metrics.records_published.inc_by(r.seqs.len() as u64);
                         d.metrics
                             .bytes_published

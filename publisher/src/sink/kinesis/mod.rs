@@ -10,7 +10,15 @@
 //! With `aggregate`, rows are packed into KPL aggregates, one lane per shard (from
 //! ListShards): each row joins the aggregate of the shard its key hashes to, an aggregate
 //! closes at 1 MiB or when the linger expires, and a request carries one aggregate, so a
-//! key's rows are never split over two requests in flight.
+//! key's rows are never split over two requests in flight. The shard map follows reshards
+//! (see `reshard`): a lane checks where each aggregate landed and re-sends, before its next
+//! request, the rows the receiving shard does not hold; a changed map is read again (also
+//! every 60 s), and before any row is routed by it every lane is drained, so no key has an
+//! older row in an aggregate of the old map behind a newer one of the new map.
+//!
+//! Memory: a lane holds one batch filling and one request out; each request is a task that
+//! is joined as soon as it ends; the acknowledgement queue holds one slot per row in flight
+//! and one per boundary between them (back-to-back boundaries share a slot).
 //!
 //! With primary-key partition keys a batch also holds at most one record per key: a second
 //! change of the same row closes the batch. Then a record that fails inside a request never
@@ -22,22 +30,24 @@
 pub mod deliver;
 pub mod key;
 pub mod kpl;
+pub mod reshard;
 pub mod retry;
 
 use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash, Hasher},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aws_sdk_kinesis::{primitives::Blob, types::StreamStatus, Client};
-use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tokio::task::{JoinError, JoinSet};
+use tracing::{error, info, warn};
 
 use self::{
     deliver::{deliver, Delivery, Record},
     key::{key_only_marker, partition_key, Oversize, PartitionKey, MAX_RECORD_BYTES},
+    reshard::{deliver_placed, list_shards, ShardMap},
     retry::Backoff,
 };
 use super::{ack::AckTracker, Sink, SinkError};
@@ -165,6 +175,8 @@ struct Lane {
     agg: kpl::Aggregator,
     agg_seqs: Vec<u64>,
     agg_ts: u32,
+    /// Lowest and highest hash of the aggregate's keys.
+    agg_hashes: Option<(u128, u128)>,
     filling: Vec<Record>,
     filling_bytes: usize,
     /// Row keys in `filling` (primary-key mode).
@@ -178,6 +190,7 @@ impl Lane {
             agg: Default::default(),
             agg_seqs: Vec::new(),
             agg_ts: 0,
+            agg_hashes: None,
             filling: Vec::new(),
             filling_bytes: 0,
             filling_keys: Default::default(),
@@ -189,66 +202,45 @@ impl Lane {
 struct LaneDone {
     lane: usize,
     result: Result<Vec<Record>, SinkError>,
+    /// The shard map, when the request had to read it again.
+    map: Option<Arc<ShardMap>>,
 }
+
+/// What a sink task ends with.
+enum Done {
+    Lane(LaneDone),
+    /// The periodic shard-map read.
+    Shards(Result<ShardMap, SinkError>),
+}
+
+/// How often the shard map is read again in aggregation mode when nothing forces it.
+const REFRESH_SHARDS: Duration = Duration::from_secs(60);
 
 pub struct KinesisSink {
     cfg: KinesisConfig,
     delivery: Arc<Delivery>,
     lanes: Vec<Lane>,
     tracker: AckTracker,
-    done_tx: mpsc::UnboundedSender<LaneDone>,
-    done_rx: mpsc::UnboundedReceiver<LaneDone>,
-    tasks: tokio::task::JoinSet<()>,
+    /// One task per busy lane (and the shard-map read); each is joined (reaped) as soon as it
+    /// finishes, so a finished request keeps no memory.
+    tasks: JoinSet<Done>,
     metrics: Arc<Metrics>,
     failed: Option<String>,
-    /// Hash-key ranges of the stream's open shards (aggregation mode), sorted by start.
-    shards: Vec<(u128, u128)>,
+    /// The stream's shards (aggregation mode): one lane per open shard, in its order.
+    shards: Arc<ShardMap>,
+    /// A newer map, routed by once every lane is drained.
+    pending_map: Option<Arc<ShardMap>>,
+    refreshing: bool,
+    next_refresh: Instant,
 }
 
-/// Hash-key ranges of the stream's open shards, for routing aggregates.
-pub async fn shard_ranges(client: &Client, stream: &str) -> Result<Vec<(u128, u128)>, SinkError> {
-    let mut ranges = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut req = client.list_shards();
-        req = match &token {
-            Some(t) => req.next_token(t),
-            None => req.stream_name(stream),
-        };
-        let out = req.send().await.map_err(|e| {
-            SinkError::Fatal(format!(
-                "ListShards of {stream}: {}",
-                aws_sdk_kinesis::error::DisplayErrorContext(&e)
-            ))
-        })?;
-        for s in out.shards() {
-            let open = s
-                .sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none();
-            if let (true, Some(r)) = (open, s.hash_key_range()) {
-                let lo = r.starting_hash_key().parse::<u128>().unwrap_or(0);
-                let hi = r.ending_hash_key().parse::<u128>().unwrap_or(u128::MAX);
-                ranges.push((lo, hi));
-            }
-        }
-        token = out.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    ranges.sort();
-    if ranges.is_empty() {
-        return Err(SinkError::Fatal(format!(
-            "stream {stream} has no open shards"
-        )));
-    }
-    Ok(ranges)
+/// The stream's shards, for routing aggregates.
+pub async fn shard_ranges(client: &Client, stream: &str) -> Result<ShardMap, SinkError> {
+    list_shards(client, stream).await
 }
 
 impl KinesisSink {
     pub fn new(client: Client, cfg: KinesisConfig, metrics: Arc<Metrics>) -> KinesisSink {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let lanes = (0..cfg.max_in_flight.max(1)).map(|_| Lane::new()).collect();
         KinesisSink {
             delivery: Arc::new(Delivery {
@@ -261,19 +253,20 @@ impl KinesisSink {
             cfg,
             lanes,
             tracker: AckTracker::default(),
-            done_tx,
-            done_rx,
-            tasks: tokio::task::JoinSet::new(),
+            tasks: JoinSet::new(),
             metrics,
             failed: None,
-            shards: Vec::new(),
+            shards: Arc::new(ShardMap::default()),
+            pending_map: None,
+            refreshing: false,
+            next_refresh: Instant::now() + REFRESH_SHARDS,
         }
     }
 
-    /// Aggregation mode: one lane per open shard of `ranges` (from [`shard_ranges`]).
-    pub fn set_shards(&mut self, ranges: Vec<(u128, u128)>) {
-        self.lanes = (0..ranges.len()).map(|_| Lane::new()).collect();
-        self.shards = ranges;
+    /// Aggregation mode: one lane per open shard of `map` (from [`shard_ranges`]).
+    pub fn set_shards(&mut self, map: ShardMap) {
+        self.lanes = (0..map.len()).map(|_| Lane::new()).collect();
+        self.shards = Arc::new(map);
         self.cfg.max_batch_records = 1;
     }
 
@@ -294,13 +287,15 @@ impl KinesisSink {
             row_key: false,
             data: Blob::new(data),
             ts: std::mem::take(&mut l.agg_ts),
+            sub_hashes: l.agg_hashes.take(),
+            shard: None,
         };
         self.push(record).await
     }
 
     fn lane_of(&self, key: &str) -> usize {
         if self.aggregating() {
-            return kpl::shard_of(&self.shards, key);
+            return self.shards.route(kpl::hash_key(key));
         }
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
@@ -314,8 +309,40 @@ impl KinesisSink {
         }
     }
 
+    fn on_joined(&mut self, joined: Result<Done, JoinError>) {
+        match joined {
+            Ok(Done::Lane(done)) => self.on_done(done),
+            Ok(Done::Shards(result)) => {
+                self.refreshing = false;
+                match result {
+                    Ok(map) => self.offer_map(Arc::new(map)),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the shard map; routing by the one known")
+                    }
+                }
+            }
+            Err(e) => {
+                // The lane stays busy: nothing more is sent, and the pipeline stops.
+                error!(error = %e, "Kinesis delivery task failed");
+                self.failed
+                    .get_or_insert_with(|| format!("Kinesis delivery task failed: {e}"));
+            }
+        }
+        self.gauges();
+    }
+
+    /// A map read by a task: routed by once the lanes are drained, if it routes differently.
+    fn offer_map(&mut self, map: Arc<ShardMap>) {
+        if !map.routes_like(&self.shards) {
+            self.pending_map = Some(map);
+        }
+    }
+
     fn on_done(&mut self, done: LaneDone) {
         self.lanes[done.lane].busy = false;
+        if let Some(map) = done.map {
+            self.offer_map(map);
+        }
         match done.result {
             Ok(records) => {
                 for r in records {
@@ -330,24 +357,36 @@ impl KinesisSink {
                 self.failed.get_or_insert_with(|| e.to_string());
             }
         }
-        self.metrics
-            .in_flight_records
-            .set(self.tracker.unacked() as i64);
+    }
+
+    fn gauges(&self) {
+        let m = &self.metrics;
+        m.in_flight_records.set(self.tracker.unacked() as i64);
+        m.ack_queue_len.set(self.tracker.queued() as i64);
+        m.sink_tasks.set(self.tasks.len() as i64);
     }
 
     fn collect_done(&mut self) {
-        while let Ok(done) = self.done_rx.try_recv() {
-            self.on_done(done);
+        while let Some(joined) = self.tasks.try_join_next() {
+            self.on_joined(joined);
+        }
+    }
+
+    /// Waits for the next request to finish.
+    async fn join_one(&mut self) -> Result<(), SinkError> {
+        match self.tasks.join_next().await {
+            Some(joined) => {
+                self.on_joined(joined);
+                self.check_failed()
+            }
+            None => Err(SinkError::Fatal("Kinesis delivery tasks ended".into())),
         }
     }
 
     /// Waits until `lane` has no request out.
     async fn wait_lane(&mut self, lane: usize) -> Result<(), SinkError> {
         while self.lanes[lane].busy {
-            match self.done_rx.recv().await {
-                Some(done) => self.on_done(done),
-                None => return Err(SinkError::Fatal("Kinesis delivery tasks ended".into())),
-            }
+            self.join_one().await?;
         }
         self.check_failed()
     }
@@ -362,11 +401,26 @@ impl KinesisSink {
         l.filling_keys.clear();
         l.busy = true;
         let delivery = self.delivery.clone();
-        let tx = self.done_tx.clone();
-        self.tasks.spawn(async move {
-            let result = deliver(&delivery, batch).await;
-            let _ = tx.send(LaneDone { lane, result });
-        });
+        if self.aggregating() {
+            let map = self.shards.clone();
+            self.tasks.spawn(async move {
+                let (result, map) = match deliver_placed(&delivery, batch, map).await {
+                    Ok((acked, map)) => (Ok(acked), map),
+                    Err(e) => (Err(e), None),
+                };
+                Done::Lane(LaneDone { lane, result, map })
+            });
+        } else {
+            self.tasks.spawn(async move {
+                let result = deliver(&delivery, batch).await;
+                Done::Lane(LaneDone {
+                    lane,
+                    result,
+                    map: None,
+                })
+            });
+        }
+        self.metrics.sink_tasks.set(self.tasks.len() as i64);
     }
 
     async fn push(&mut self, record: Record) -> Result<(), SinkError> {
@@ -398,10 +452,55 @@ impl KinesisSink {
     }
 }
 
+impl KinesisSink {
+    /// Sends everything buffered and waits until every task has ended.
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        if self.aggregating() {
+            for lane in 0..self.lanes.len() {
+                self.close_aggregate(lane).await?;
+            }
+        }
+        loop {
+            self.collect_done();
+            self.check_failed()?;
+            for lane in 0..self.lanes.len() {
+                self.dispatch(lane);
+            }
+            let idle = self.lanes.iter().all(|l| !l.busy && l.filling.is_empty());
+            if idle && !self.refreshing {
+                break;
+            }
+            self.join_one().await?;
+        }
+        self.check_failed()
+    }
+
+    /// Routes by the newer shard map, once every aggregate built on the old one is sent and
+    /// its rows are in the shards that hold them: a key's rows under the new map then never
+    /// overtake its rows under the old one.
+    async fn switch_map(&mut self) -> Result<(), SinkError> {
+        self.settle().await?;
+        if let Some(map) = self.pending_map.take() {
+            info!(
+                stream = %self.cfg.stream,
+                open_shards_before = self.shards.len(),
+                open_shards = map.len(),
+                "routing aggregates by the new shard map"
+            );
+            self.lanes = (0..map.len()).map(|_| Lane::new()).collect();
+            self.shards = map;
+        }
+        Ok(())
+    }
+}
+
 impl Sink for KinesisSink {
     async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
         self.collect_done();
         self.check_failed()?;
+        if self.pending_map.is_some() && self.aggregating() {
+            self.switch_map().await?;
+        }
         let key = partition_key(&self.cfg.partition_key, &row);
         let size = row.body.len() + key.len();
         let seq = self.tracker.push_row(&row.position);
@@ -448,7 +547,8 @@ impl Sink for KinesisSink {
             row.body
         };
         if self.aggregating() {
-            let lane = self.lane_of(&key);
+            let hash = kpl::hash_key(&key);
+            let lane = self.shards.route(hash);
             let fits = self.lanes[lane].agg.size_with(&key, body.len()) <= MAX_RECORD_BYTES;
             if !fits {
                 self.close_aggregate(lane).await?;
@@ -458,9 +558,11 @@ impl Sink for KinesisSink {
                 l.agg.push(&key, body);
                 l.agg_seqs.push(seq);
                 l.agg_ts = l.agg_ts.max(row.position.ts);
-                self.metrics
-                    .in_flight_records
-                    .set(self.tracker.unacked() as i64);
+                l.agg_hashes = Some(match l.agg_hashes {
+                    Some((lo, hi)) => (lo.min(hash), hi.max(hash)),
+                    None => (hash, hash),
+                });
+                self.gauges();
                 return Ok(());
             }
             // Too big to share an aggregate even alone: send it as a plain record, which
@@ -474,11 +576,11 @@ impl Sink for KinesisSink {
             row_key,
             data: Blob::new(body),
             ts: row.position.ts,
+            sub_hashes: None,
+            shard: None,
         };
         self.push(record).await?;
-        self.metrics
-            .in_flight_records
-            .set(self.tracker.unacked() as i64);
+        self.gauges();
         Ok(())
     }
 
@@ -489,6 +591,7 @@ impl Sink for KinesisSink {
             self.metrics.acknowledged_event(cp.event_ts);
         }
         self.tracker.push_boundary(cp);
+        self.gauges();
         Ok(())
     }
 
@@ -507,30 +610,22 @@ impl Sink for KinesisSink {
         for lane in 0..self.lanes.len() {
             self.dispatch(lane);
         }
+        if self.aggregating() && !self.refreshing && Instant::now() >= self.next_refresh {
+            // Reshards are found by where records land; this finds them when nothing lands
+            // (and a merge, which lands nothing wrong).
+            self.refreshing = true;
+            self.next_refresh = Instant::now() + REFRESH_SHARDS;
+            let delivery = self.delivery.clone();
+            self.tasks.spawn(async move {
+                Done::Shards(list_shards(&delivery.client, &delivery.stream).await)
+            });
+            self.gauges();
+        }
         Ok(self.tracker.take_durable())
     }
 
     async fn drain(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        if self.aggregating() {
-            for lane in 0..self.lanes.len() {
-                self.close_aggregate(lane).await?;
-            }
-        }
-        loop {
-            self.collect_done();
-            self.check_failed()?;
-            for lane in 0..self.lanes.len() {
-                self.dispatch(lane);
-            }
-            if self.lanes.iter().all(|l| !l.busy && l.filling.is_empty()) {
-                break;
-            }
-            match self.done_rx.recv().await {
-                Some(done) => self.on_done(done),
-                None => break,
-            }
-        }
-        self.check_failed()?;
+        self.settle().await?;
         Ok(self.tracker.take_durable())
     }
 
