@@ -57,6 +57,17 @@ struct Args {
     publisher_image_pull_secrets: Vec<String>,
 }
 
+/// A comma-separated list from a flag or the environment, without empty items: the chart
+/// passes an empty list as an empty string, which clap reads as one empty item (an
+/// imagePullSecret without a name makes the API server refuse the Deployment).
+fn non_empty(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -114,21 +125,16 @@ async fn main() -> anyhow::Result<()> {
         BuildConfig {
             publisher_image: args.publisher_image.clone(),
             image_pull_policy: args.image_pull_policy.clone(),
-            image_pull_secrets: args.publisher_image_pull_secrets.clone(),
+            image_pull_secrets: non_empty(&args.publisher_image_pull_secrets),
         },
         metrics.clone(),
     );
     ctx.concurrency = args.max_concurrent_reconciles;
     ctx.tenancy = operator::reconcile::tenancy::TenancyPolicy {
-        allowed_images: args.allowed_publisher_images.clone(),
-        allowed_sa_annotations: args.allowed_service_account_annotations.clone(),
+        allowed_images: non_empty(&args.allowed_publisher_images),
+        allowed_sa_annotations: non_empty(&args.allowed_service_account_annotations),
     };
-    ctx.namespaces = args
-        .watch_namespaces
-        .iter()
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty())
-        .collect();
+    ctx.namespaces = non_empty(&args.watch_namespaces);
     let ctx = Arc::new(ctx);
 
     let signal = tokio::spawn(async move {
@@ -182,4 +188,28 @@ async fn main() -> anyhow::Result<()> {
     signal.abort();
     let _ = server.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_list_from_the_chart_is_no_item() {
+        let args = Args::try_parse_from([
+            "operator",
+            "--publisher-image",
+            "p",
+            "--publisher-image-pull-secrets",
+            "",
+            "--watch-namespaces",
+            " a, ,b ",
+        ])
+        .expect("args");
+        assert_eq!(
+            non_empty(&args.publisher_image_pull_secrets),
+            Vec::<String>::new()
+        );
+        assert_eq!(non_empty(&args.watch_namespaces), vec!["a", "b"]);
+    }
 }
