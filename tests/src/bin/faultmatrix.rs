@@ -109,10 +109,15 @@ fn print_table(rows: &[Outcome]) {
                 notes.push(format!("FAIL: {} malformed records", c.malformed));
             }
             if let Some(m) = c.state_mismatches.filter(|m| *m > 0) {
-                notes.push(format!("FAIL: rebuilt state differs from SELECT in {m} keys"));
+                notes.push(format!(
+                    "FAIL: rebuilt state differs from SELECT in {m} keys"
+                ));
             }
             if c.kcl_dropped > 0 {
-                notes.push(format!("{} dropped by KCL hash-range filter", c.kcl_dropped));
+                notes.push(format!(
+                    "{} dropped by KCL hash-range filter",
+                    c.kcl_dropped
+                ));
             }
             if c.rename_unordered > 0 {
                 notes.push(format!(
@@ -176,8 +181,9 @@ async fn main() -> anyhow::Result<()> {
         // Ctrl-C or SIGTERM: abort the scenario (dropping it stops its servers and publisher
         // by PID and removes its temp dirs), print what ran, exit 130.
         let interrupted = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},

@@ -84,7 +84,10 @@ pub const STREAM: &str = "matrix";
 impl Env {
     pub async fn start(s: &Settings, opts: EnvOpts) -> anyhow::Result<Env> {
         let args: Vec<&str> = opts.mysqld_args.iter().map(String::as_str).collect();
-        let (db, kin) = tokio::join!(MariaDb::start_with(opts.metadata, &args), Kinesalite::start());
+        let (db, kin) = tokio::join!(
+            MariaDb::start_with(opts.metadata, &args),
+            Kinesalite::start()
+        );
         kin.create_stream(STREAM, opts.shards).await;
         let faults = FaultProxy::start(kin.port, s.seed).await;
         let proxy = if opts.tcp_proxy {
@@ -148,7 +151,10 @@ pub async fn mark_end(root_url: &str) -> anyhow::Result<(String, u64)> {
     let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
     conn.disconnect().await?;
     let row = row.ok_or_else(|| anyhow::anyhow!("SHOW MASTER STATUS is empty"))?;
-    Ok((row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default()))
+    Ok((
+        row.get(0).unwrap_or_default(),
+        row.get(1).unwrap_or_default(),
+    ))
 }
 
 /// Waits until the publisher's checkpoint covers the end of the binlog of `root_url`.
@@ -160,7 +166,9 @@ pub async fn wait_caught_up(
     limit: Duration,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let end = mark_end(root_url).await.map_err(|e| format!("marker: {e}"))?;
+    let end = mark_end(root_url)
+        .await
+        .map_err(|e| format!("marker: {e}"))?;
     loop {
         if checkpoint_reached(&cfg.checkpoint, &end) {
             return Ok(started.elapsed());

@@ -98,7 +98,9 @@ impl PublisherProc {
     }
 
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `limit` for the process to exit.
@@ -161,25 +163,26 @@ impl PublisherProc {
 pub async fn http_get(addr: &str, path: &str) -> Option<String> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         Some(out)
     };
-    tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A metric's value from Prometheus text (the first sample whose name matches exactly).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.split([' ', '{'])
-                .next()
-                .is_some_and(|n| n == name)
-        })
+        .find(|l| l.split([' ', '{']).next().is_some_and(|n| n == name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
@@ -205,7 +208,6 @@ pub fn read_checkpoint(path: &Path) -> Option<(String, u64, u64)> {
 
 /// The checkpoint covers everything up to `(file, pos)` (binlog names sort by number).
 pub fn checkpoint_reached(path: &Path, end: &(String, u64)) -> bool {
-    read_checkpoint(path).is_some_and(|(f, p, rows)| {
-        rows == 0 && (f.as_str(), p) >= (end.0.as_str(), end.1)
-    })
+    read_checkpoint(path)
+        .is_some_and(|(f, p, rows)| rows == 0 && (f.as_str(), p) >= (end.0.as_str(), end.1))
 }

@@ -77,7 +77,10 @@ fn exit_note(o: &mut Outcome, what: &str, status: Option<std::process::ExitStatu
     match status {
         Some(st) if st.success() => {}
         Some(st) => o.fail(format!("{what}: exit {st}")),
-        None => o.fail(format!("{what}: no exit within {}s of SIGTERM", STOP_LIMIT.as_secs())),
+        None => o.fail(format!(
+            "{what}: no exit within {}s of SIGTERM",
+            STOP_LIMIT.as_secs()
+        )),
     }
 }
 
@@ -120,7 +123,10 @@ async fn count(
     tables: Option<&HashSet<String>>,
 ) -> anyhow::Result<()> {
     if let Some(e) = &w.error {
-        o.fail(format!("writer: {}", e.chars().take(200).collect::<String>()));
+        o.fail(format!(
+            "writer: {}",
+            e.chars().take(200).collect::<String>()
+        ));
     }
     let select = w.select_state(db_url).await?;
     let model = w.model();
@@ -240,7 +246,9 @@ async fn signal_trials(s: &Settings, sig: &str, trials: u64) -> anyhow::Result<O
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2500))).await;
         }
         if let Some(st) = p.try_exit() {
-            o.fail(format!("publisher exited by itself ({st}) before trial {trial}"));
+            o.fail(format!(
+                "publisher exited by itself ({st}) before trial {trial}"
+            ));
             log_failure(&o, &p);
         }
         p.signal(sig);
@@ -283,7 +291,10 @@ pub async fn sigterm_kinesis_down(s: &Settings) -> anyhow::Result<Outcome> {
     let mut env = Env::start(s, EnvOpts::default()).await?;
     let deadline = Duration::from_secs(s.drain_timeout_secs);
     if has_flag(s, "--drain-timeout-secs") {
-        env.cfg.extra = vec!["--drain-timeout-secs".into(), s.drain_timeout_secs.to_string()];
+        env.cfg.extra = vec![
+            "--drain-timeout-secs".into(),
+            s.drain_timeout_secs.to_string(),
+        ];
     } else {
         o.fail("no --drain-timeout-secs flag");
     }
@@ -306,9 +317,16 @@ pub async fn sigterm_kinesis_down(s: &Settings) -> anyhow::Result<Outcome> {
     let after = read_checkpoint(&env.cfg.checkpoint);
     match st {
         Some(st) => {
-            o.note(format!("exit {st} after {:.1}s (deadline {}s)", took.as_secs_f64(), deadline.as_secs()));
+            o.note(format!(
+                "exit {st} after {:.1}s (deadline {}s)",
+                took.as_secs_f64(),
+                deadline.as_secs()
+            ));
             if took > deadline + Duration::from_secs(3) {
-                o.fail(format!("drain took {:.1}s, past the deadline", took.as_secs_f64()));
+                o.fail(format!(
+                    "drain took {:.1}s, past the deadline",
+                    took.as_secs_f64()
+                ));
             }
         }
         None => {
@@ -351,7 +369,10 @@ pub async fn db_restart(s: &Settings) -> anyhow::Result<Outcome> {
         log_failure(&o, &p);
     }
     finish(&mut o, &env, &w, &mut p, s, &env.root_url(), None).await?;
-    o.note(format!("restart→caught up {:.1}s", up.elapsed().as_secs_f64()));
+    o.note(format!(
+        "restart→caught up {:.1}s",
+        up.elapsed().as_secs_f64()
+    ));
     Ok(o)
 }
 
@@ -370,7 +391,10 @@ pub async fn db_unreachable(s: &Settings) -> anyhow::Result<Outcome> {
     let writer = tokio::spawn(w.run(ph));
     let mut p = env.spawn()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let proxy = env.proxy.as_ref().ok_or_else(|| anyhow::anyhow!("no proxy"))?;
+    let proxy = env
+        .proxy
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no proxy"))?;
     proxy.set_mode(ProxyMode::Refuse);
     proxy.cut_all();
     tokio::time::sleep(s.outage).await;
@@ -417,14 +441,20 @@ pub async fn db_black_hole(s: &Settings) -> anyhow::Result<Outcome> {
     let writer = tokio::spawn(w.run(ph));
     let mut p = env.spawn()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let proxy = env.proxy.as_ref().ok_or_else(|| anyhow::anyhow!("no proxy"))?;
+    let proxy = env
+        .proxy
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no proxy"))?;
     let from = p.log_text().len();
     proxy.set_mode(ProxyMode::BlackHole);
     let hole = Instant::now();
     let limit = Duration::from_secs(3 * s.heartbeat_secs);
     match noticed(&p, from, s.outage).await {
         Some(secs) => {
-            o.note(format!("noticed after {secs:.1}s (limit {}s)", limit.as_secs()));
+            o.note(format!(
+                "noticed after {secs:.1}s (limit {}s)",
+                limit.as_secs()
+            ));
             if secs > limit.as_secs_f64() + 1.5 {
                 o.fail("silence noticed later than three heartbeat periods");
             }
@@ -716,14 +746,16 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
     if let Err(e) = wait_caught_up(&env.root_url(), &mut p, &env.cfg, s.catch_up).await {
         o.fail(format!("before the purge: {e}"));
     }
-    exit_note(&mut o, "SIGTERM before the purge", stop(&mut p, STOP_LIMIT).await);
+    exit_note(
+        &mut o,
+        "SIGTERM before the purge",
+        stop(&mut p, STOP_LIMIT).await,
+    );
     let delivered: History = w.history.clone();
     // Written while the publisher is stopped, then purged with the files that hold them.
     let w = w.run(phase(s, &env.root_url(), s.steps / 3)).await;
     let (file, _) = env.db.binlog_end().await;
-    env.db
-        .exec("FLUSH BINARY LOGS; FLUSH BINARY LOGS")
-        .await;
+    env.db.exec("FLUSH BINARY LOGS; FLUSH BINARY LOGS").await;
     let (now, _) = env.db.binlog_end().await;
     // PURGE leaves a file the server still needs for crash recovery (its binlog checkpoint
     // moves shortly after a rotation): retry until only the current file is left (bounded).
@@ -749,7 +781,9 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
     }
     // Written after the purge: a publisher that skipped the gap would publish these.
     let w = w.run(phase(s, &env.root_url(), s.steps / 6)).await;
-    o.note(format!("purged up to {now} (checkpoint in {file} or before)"));
+    o.note(format!(
+        "purged up to {now} (checkpoint in {file} or before)"
+    ));
     let mut p = env.spawn()?;
     match p.wait_for(Duration::from_secs(30)).await {
         Some(st) if !st.success() => {
@@ -767,7 +801,9 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
                 o.fail("the error does not say how to recover");
             }
         }
-        Some(st) => o.fail(format!("exit {st}: a purged binlog must stop with an error")),
+        Some(st) => o.fail(format!(
+            "exit {st}: a purged binlog must stop with an error"
+        )),
         None => {
             o.fail("still running 30 s after start on a purged binlog");
             log_failure(&o, &p);
@@ -786,7 +822,9 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
         },
     );
     let skipped_to = beyond(&back, &delivered, &w.history, &w.aliases);
-    o.note(format!("{skipped_to} changes from beyond the gap published"));
+    o.note(format!(
+        "{skipped_to} changes from beyond the gap published"
+    ));
     if skipped_to > 0 {
         o.fail("rows after the purged range were published (the gap was skipped)");
     }
@@ -837,7 +875,11 @@ async fn replicate(primary: &MariaDb, replica: &MariaDb) {
 
 async fn gtid(db: &MariaDb, var: &str) -> String {
     let mut c = db.root().await;
-    let v: Option<String> = c.query_first(format!("SELECT @@{var}")).await.ok().flatten();
+    let v: Option<String> = c
+        .query_first(format!("SELECT @@{var}"))
+        .await
+        .ok()
+        .flatten();
     let _ = c.disconnect().await;
     v.unwrap_or_default()
 }
@@ -865,7 +907,8 @@ pub async fn failover(s: &Settings) -> anyhow::Result<Outcome> {
         },
     )
     .await?;
-    let replica = MariaDb::start_with(Metadata::Full, &["--server-id=2", "--log-slave-updates"]).await;
+    let replica =
+        MariaDb::start_with(Metadata::Full, &["--server-id=2", "--log-slave-updates"]).await;
     replicate(&env.db, &replica).await;
     let w = Writer::setup(&env.root_url(), s.seed).await?;
     let mut p = env.spawn()?;
@@ -974,7 +1017,11 @@ fn gauges(text: &str) -> String {
     }
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let name = l.split([' ', '{']).next().unwrap_or("");
-        if (name.contains("queue") || name.contains("task")) && !out.iter().any(|o| o.contains(name.trim_start_matches("binlogstream_"))) {
+        if (name.contains("queue") || name.contains("task"))
+            && !out
+                .iter()
+                .any(|o| o.contains(name.trim_start_matches("binlogstream_")))
+        {
             if let Some(v) = l.rsplit(' ').next() {
                 out.push(format!("{}={v}", name.trim_start_matches("binlogstream_")));
             }
@@ -1076,7 +1123,12 @@ pub async fn soak(s: &Settings) -> anyhow::Result<Outcome> {
     let quarter = total / 4.0;
     let start_peak = samples.peak(0.0, quarter);
     let end_peak = samples.peak(total - quarter, total);
-    let start_rss = samples.rss.iter().find(|(t, _)| *t >= 10.0).map(|r| r.1).unwrap_or(0);
+    let start_rss = samples
+        .rss
+        .iter()
+        .find(|(t, _)| *t >= 10.0)
+        .map(|r| r.1)
+        .unwrap_or(0);
     let end_rss = samples.rss.last().map(|r| r.1).unwrap_or(0);
     o.note(format!(
         "{:.0}s at {} rows/s, {} faults ({}); RSS MB start {:.1} end {:.1} peak first/last quarter {:.1}/{:.1}; threads {}",
@@ -1090,7 +1142,9 @@ pub async fn soak(s: &Settings) -> anyhow::Result<Outcome> {
         end_peak as f64 / 1024.0,
         p.threads().unwrap_or(0)
     ));
-    o.note(format!("gauges at 10s: {first_gauges}; at end: {last_gauges}"));
+    o.note(format!(
+        "gauges at 10s: {first_gauges}; at end: {last_gauges}"
+    ));
     // Flat: the last quarter's peak within 1.5x (+20 MB) of the first quarter's.
     if end_peak as f64 > start_peak as f64 * 1.5 + 20.0 * 1024.0 {
         o.fail("RSS grew over the soak");
@@ -1102,8 +1156,7 @@ pub async fn soak(s: &Settings) -> anyhow::Result<Outcome> {
 
 /// The scenario ids in table order, each with what runs it.
 pub const ALL: [&str; 17] = [
-    "1", "2a", "2b", "3a", "3b", "3c", "4", "5a", "5b", "6", "7", "8a", "8b", "9", "10", "11",
-    "12",
+    "1", "2a", "2b", "3a", "3b", "3c", "4", "5a", "5b", "6", "7", "8a", "8b", "9", "10", "11", "12",
 ];
 
 pub async fn run(id: &str, s: Arc<Settings>) -> anyhow::Result<Outcome> {

@@ -170,7 +170,8 @@ pub fn verify(back: &ReadBack, want: &Expect) -> Counts {
     let mut per_key: HashMap<(String, String), Vec<(usize, usize, String)>> = HashMap::new();
     let mut state: HashMap<(String, String), i64> = HashMap::new();
     for (i, changes, implicit) in parsed {
-        let implicit = implicit.filter(|d| !explicit.contains(&(d.table.clone(), d.key.clone(), d.ev.v)));
+        let implicit =
+            implicit.filter(|d| !explicit.contains(&(d.table.clone(), d.key.clone(), d.ev.v)));
         for ch in implicit.into_iter().chain(changes) {
             if !in_scope(&ch.table) {
                 continue;
@@ -193,7 +194,10 @@ pub fn verify(back: &ReadBack, want: &Expect) -> Counts {
                     c.phantom += 1;
                     c.example(format!(
                         "phantom: {}.{} {:?} v={}",
-                        ch.table, ch.key, if ch.ev.del { "del" } else { "put" }, ch.ev.v
+                        ch.table,
+                        ch.key,
+                        if ch.ev.del { "del" } else { "put" },
+                        ch.ev.v
                     ));
                 }
             }
@@ -309,7 +313,12 @@ pub fn verify(back: &ReadBack, want: &Expect) -> Counts {
 
 /// Changes on the stream that are in `all` but not in `expected` (for the purge scenario:
 /// published although they lie beyond a gap).
-pub fn beyond(back: &ReadBack, expected: &History, all: &History, aliases: &HashMap<String, String>) -> u64 {
+pub fn beyond(
+    back: &ReadBack,
+    expected: &History,
+    all: &History,
+    aliases: &HashMap<String, String>,
+) -> u64 {
     let mut n = 0;
     for r in &back.records {
         if let Ok(Some((changes, _))) = parse(&r.data, aliases) {

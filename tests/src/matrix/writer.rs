@@ -373,9 +373,14 @@ impl Writer {
             sql: Vec::new(),
             changes: Vec::new(),
         };
-        if let Some((table, key)) = self.reuse.pop().filter(|(t, k)| !self.rows[t].contains_key(k)) {
+        if let Some((table, key)) = self
+            .reuse
+            .pop()
+            .filter(|(t, k)| !self.rows[t].contains_key(k))
+        {
             let v = self.v();
-            plan.sql.push(self.insert_sql(table, std::slice::from_ref(&key), v));
+            plan.sql
+                .push(self.insert_sql(table, std::slice::from_ref(&key), v));
             plan.changes.push(Change::Put(table, key, v));
             return plan;
         }
@@ -427,7 +432,8 @@ impl Writer {
                          SELECT {base} + seq, {v}, 'big' FROM {SCHEMA}.seq_1_to_{rows}"
                     ));
                     for i in 1..=rows as i64 {
-                        plan.changes.push(Change::Put(table, KeyVal::Int(base + i), v));
+                        plan.changes
+                            .push(Change::Put(table, KeyVal::Int(base + i), v));
                     }
                 }
                 _ => {
@@ -436,8 +442,11 @@ impl Writer {
                          SELECT {base} + seq, 'big', {v}, 'big' FROM {SCHEMA}.seq_1_to_{rows}"
                     ));
                     for i in 1..=rows as i64 {
-                        plan.changes
-                            .push(Change::Put(table, KeyVal::Comp(base + i, "big".into()), v));
+                        plan.changes.push(Change::Put(
+                            table,
+                            KeyVal::Comp(base + i, "big".into()),
+                            v,
+                        ));
                     }
                 }
             }
@@ -453,7 +462,9 @@ impl Writer {
         self.ddl += 1;
         let int = self.current_name(T_INT);
         match k % 6 {
-            0 => format!("ALTER TABLE {SCHEMA}.{int} ADD COLUMN extra INT NOT NULL DEFAULT 7 AFTER id"),
+            0 => format!(
+                "ALTER TABLE {SCHEMA}.{int} ADD COLUMN extra INT NOT NULL DEFAULT 7 AFTER id"
+            ),
             1 => {
                 let comp = self.current_name(T_COMP);
                 let old = self.payload[T_COMP].clone();
@@ -593,10 +604,7 @@ impl Writer {
     }
 
     /// What the server holds now: (canonical table, key JSON) → v, read with SELECT.
-    pub async fn select_state(
-        &self,
-        url: &str,
-    ) -> anyhow::Result<HashMap<(String, String), i64>> {
+    pub async fn select_state(&self, url: &str) -> anyhow::Result<HashMap<(String, String), i64>> {
         let mut conn = Conn::new(Opts::from_url(url)?).await?;
         let mut out = HashMap::new();
         for t in TABLES {
