@@ -95,11 +95,15 @@ fn key_and_v(table: &str, values: &Value) -> Option<(String, i64)> {
     Some((Value::Array(key).to_string(), v))
 }
 
+/// A record's changes, and the removal of the old key an UPDATE that changes the key implies
+/// (used only when no DeleteRowsEvent of its own carries it).
+type Parsed = (Vec<KeyChange>, Option<KeyChange>);
+
+/// Deliveries of one key: (index in its history, record index, table name as published).
+type Deliveries = Vec<(usize, usize, String)>;
+
 /// The changes one record carries (before deciding on implicit removals).
-fn parse(
-    data: &[u8],
-    aliases: &HashMap<String, String>,
-) -> Result<Option<(Vec<KeyChange>, Option<KeyChange>)>, ()> {
+fn parse(data: &[u8], aliases: &HashMap<String, String>) -> Result<Option<Parsed>, ()> {
     let Ok(rec) = serde_json::from_slice::<Value>(data) else {
         return Err(());
     };
@@ -167,7 +171,7 @@ pub fn verify(back: &ReadBack, want: &Expect) -> Counts {
     }
     // Pass 2: every change in reading order, per key.
     let mut index: HashMap<(String, String), HashMap<Ev, usize>> = HashMap::new();
-    let mut per_key: HashMap<(String, String), Vec<(usize, usize, String)>> = HashMap::new();
+    let mut per_key: HashMap<(String, String), Deliveries> = HashMap::new();
     let mut state: HashMap<(String, String), i64> = HashMap::new();
     for (i, changes, implicit) in parsed {
         let implicit =

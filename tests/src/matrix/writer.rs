@@ -125,6 +125,9 @@ struct Plan {
     changes: Vec<Change>,
 }
 
+/// (file, offset) in the binlog.
+pub type BinlogPos = (String, u64);
+
 /// Flags the writer raises for the scenarios (set once, read by the fault scripts).
 #[derive(Debug, Default)]
 pub struct Signals {
@@ -132,7 +135,7 @@ pub struct Signals {
     pub big_committed: AtomicBool,
     /// The end of the binlog before the large transaction and after its COMMIT: the
     /// transaction lies in between (the writer is the only one writing).
-    pub big_span: std::sync::Mutex<Option<((String, u64), (String, u64))>>,
+    pub big_span: std::sync::Mutex<Option<(BinlogPos, BinlogPos)>>,
 }
 
 async fn binlog_end(conn: &mut Conn) -> Option<(String, u64)> {
