@@ -788,7 +788,7 @@ pub async fn purged(s: &Settings) -> anyhow::Result<Outcome> {
     match p.wait_for(Duration::from_secs(30)).await {
         Some(st) if !st.success() => {
             let log = p.log_text();
-            o.note(format!("exit {st}"));
+            o.note(format!("{st}"));
             // The Kubernetes status says BinlogPurged; the log says it in words.
             if !(log.contains("BinlogPurged")
                 || log.to_lowercase().contains("purged")
