@@ -318,7 +318,7 @@ pub async fn sigterm_kinesis_down(s: &Settings) -> anyhow::Result<Outcome> {
     match st {
         Some(st) => {
             o.note(format!(
-                "exit {st} after {:.1}s (deadline {}s)",
+                "{st} after {:.1}s (deadline {}s)",
                 took.as_secs_f64(),
                 deadline.as_secs()
             ));
