@@ -5,6 +5,7 @@ pub mod capture;
 pub mod fault_proxy;
 pub mod kinesis;
 pub mod mariadb;
+pub mod matrix;
 pub mod node_agg;
 pub mod python;
 pub mod tcp_proxy;
