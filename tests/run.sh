@@ -51,6 +51,10 @@ HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
 step "benchmark smoke run (20,000 rows per workload; 5,000 into kinesalite)"
 cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --txn-rows 20000 --kinesis-rows 5000 --original-rows 500 --original-decode-rows 2000 --latency-seconds 2
 
+step "fault matrix, CI size (every scenario once; full size: faultmatrix --full, see README)"
+cargo build --locked -q -p publisher -p binlogstream-tests --bins
+"$CARGO_TARGET_DIR/debug/faultmatrix" --publisher "$CARGO_TARGET_DIR/debug/publisher"
+
 step "end to end on a local Kubernetes 1.20 cluster (tests/cluster/e2e.sh; builds and caches Kubernetes on first use)"
 bash tests/cluster/e2e.sh
 
