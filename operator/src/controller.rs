@@ -594,13 +594,15 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
         for (type_, status, reason, message) in
             conditions::transitions(&old.conditions, &new_conditions)
         {
-            let healthy = matches!(
-                (type_.as_str(), status.as_str()),
-                ("Ready", "True")
-                    | ("Lagging", "False")
-                    | ("Degraded", "False")
-                    | ("BinlogAtRisk", "False")
-            );
+            // A pause is asked for: not a warning.
+            let healthy = reason == "Paused"
+                || matches!(
+                    (type_.as_str(), status.as_str()),
+                    ("Ready", "True")
+                        | ("Lagging", "False")
+                        | ("Degraded", "False")
+                        | ("BinlogAtRisk", "False")
+                );
             let event = Event {
                 type_: if healthy {
                     EventType::Normal

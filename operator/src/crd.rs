@@ -64,6 +64,11 @@ pub struct BinlogStreamSpec {
     pub lag: LagSpec,
     #[serde(default)]
     pub publisher: PublisherSpec,
+    /// `true` stops the publisher: it drains, stores its final checkpoint and exits, and the
+    /// stream stays `Ready=False` (reason `Paused`) until this is `false` again, when a new
+    /// publisher resumes exactly at that checkpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

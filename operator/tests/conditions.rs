@@ -302,6 +302,25 @@ fn a_pod_the_replicaset_cannot_create_is_a_condition() {
 }
 
 #[test]
+fn a_paused_stream_says_paused_not_degraded() {
+    let mut b = bls(BinlogStreamStatus {
+        lag_seconds: Some(500),
+        publisher: reported_now("Stopped"),
+        ..Default::default()
+    });
+    b.spec.paused = true;
+    let c = run(&b, PodState::Missing);
+    let r = get(&c, "Ready");
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "Paused"));
+    assert!(r.message.contains("resumes there"), "{}", r.message);
+    assert_eq!(get(&c, "Degraded").status, "False");
+    assert_eq!(get(&c, "Lagging").reason, "Paused");
+    // While the old pod drains, the message says so.
+    let c = run(&b, PodState::Running { ready: false });
+    assert!(get(&c, "Ready").message.contains("draining"));
+}
+
+#[test]
 fn validation_names_fields() {
     use operator::reconcile::validate::validate;
     let mut spec: BinlogStreamSpec = serde_json::from_value(json!({

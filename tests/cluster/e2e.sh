@@ -113,6 +113,17 @@ wait_until 120 "Lagging clears" not_lagging
 all_rows_arrive 120 "after the outage"
 log "after the outage: Ready, not lagging, all $expected rows on the stream ($dups duplicates)"
 
+# 4b: pause and resume by resource (issue 14): rows written while paused all arrive after.
+kc -n $TNS patch bls shop --type merge -p '{"spec":{"paused":true}}'
+paused() { cond $TNS shop Ready reason | grep -qx Paused && [ -z "$(kc -n $TNS get pods -l app.kubernetes.io/instance=shop -o name)" ]; }
+wait_until 120 "Ready=False Paused and no publisher pod" paused
+log "paused: $(cond $TNS shop Ready message)"
+sql -e "INSERT INTO shop.orders (item, qty) VALUES ('while-paused', 1), ('while-paused', 2)"
+kc -n $TNS patch bls shop --type merge -p '{"spec":{"paused":false}}'
+wait_until 180 "Ready=True after resuming" shop_ready
+all_rows_arrive 120 "after the pause"
+log "resumed: all $expected rows on the stream ($dups duplicates)"
+
 # 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
 # field; the rest is reported by the operator, naming the field.
 if out=$(kc -n $TNS apply -f - 2>&1 <<YAML

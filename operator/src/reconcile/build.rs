@@ -432,7 +432,8 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
     Deployment {
         metadata: meta(bls),
         spec: Some(DeploymentSpec {
-            replicas: Some(1),
+            // Paused: no pod. Its SIGTERM drain stores the final checkpoint first.
+            replicas: Some(if s.paused { 0 } else { 1 }),
             strategy: Some(DeploymentStrategy {
                 type_: Some("Recreate".into()),
                 ..Default::default()
@@ -518,6 +519,20 @@ mod tests {
             .filter(|e| e.name.starts_with("BINLOGSTREAM_SOURCE_TLS"))
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect()
+    }
+
+    #[test]
+    fn a_paused_stream_runs_no_pod() {
+        let mut b = stream(serde_json::json!({"mode": "disabled"}));
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(1)
+        );
+        b.spec.paused = true;
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(0)
+        );
     }
 
     #[test]

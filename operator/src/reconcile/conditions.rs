@@ -185,6 +185,14 @@ fn last_publisher_write(status: &BinlogStreamStatus) -> Option<Timestamp> {
 
 fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus, now: Timestamp) -> Want {
     let threshold = bls.spec.lag.threshold_seconds;
+    if bls.spec.paused {
+        return want(
+            LAGGING,
+            "Unknown",
+            "Paused",
+            "the stream is paused (spec.paused); the lag grows until it is resumed",
+        );
+    }
     let silent_for = last_publisher_write(status).map(|t| now.as_second() - t.as_second());
     if status.lag_seconds.is_some() && silent_for.is_none_or(|s| s > PUBLISHER_SILENT_AFTER_SECS) {
         // The lag on record is stale: the publisher stopped reporting.
@@ -237,6 +245,18 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             want(READY, "False", "InvalidSpec", msg.clone()),
             want(DEGRADED, "True", "InvalidSpec", msg.clone()),
         ),
+        (Ok(()), pod, _) if bls.spec.paused => {
+            let msg = if *pod == PodState::Missing {
+                "paused by spec.paused; the publisher stopped at its checkpoint and resumes there when it is set to false".to_string()
+            } else {
+                "pausing (spec.paused): the publisher is draining and storing its final checkpoint"
+                    .to_string()
+            };
+            (
+                want(READY, "False", "Paused", msg),
+                want(DEGRADED, "False", "NoProblem", "no problem reported"),
+            )
+        }
         (Ok(()), _, _) if inputs.apply.is_err() => {
             let msg = inputs.apply.clone().err().unwrap_or_default();
             (
