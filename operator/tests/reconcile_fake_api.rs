@@ -85,8 +85,9 @@ async fn expect(
     body
 }
 
-fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context::new(
+/// A context whose caches a test may still fill before wrapping it.
+fn bare_context(client: Client) -> Context {
+    Context::new(
         client,
         BuildConfig {
             publisher_image: "binlogstream/publisher:0.1.0".into(),
@@ -94,7 +95,11 @@ fn context(client: Client) -> Arc<Context> {
             image_pull_secrets: Vec::new(),
         },
         Arc::new(OperatorMetrics::default()),
-    ))
+    )
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Arc::new(bare_context(client))
 }
 
 fn secret() -> Value {
@@ -548,15 +553,7 @@ async fn an_unchanged_stream_costs_no_api_request() {
     let (service_accounts, mut sw) = reflector::store();
     let (roles, mut rw) = reflector::store();
     let (role_bindings, mut bw) = reflector::store();
-    let mut ctx = Context::new(
-        client,
-        BuildConfig {
-            publisher_image: "binlogstream/publisher:0.1.0".into(),
-            image_pull_policy: None,
-            image_pull_secrets: Vec::new(),
-        },
-        Arc::new(OperatorMetrics::default()),
-    );
+    let mut ctx = bare_context(client);
     ctx.caches = operator::cache::Caches {
         pods,
         deployments,
@@ -710,15 +707,7 @@ async fn secret_values_are_never_requested() {
 async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
     use kube::runtime::{reflector, watcher};
     let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut ctx = Context::new(
-        Client::new(svc, "default"),
-        BuildConfig {
-            publisher_image: "binlogstream/publisher:0.1.0".into(),
-            image_pull_policy: None,
-            image_pull_secrets: Vec::new(),
-        },
-        Arc::new(OperatorMetrics::default()),
-    );
+    let mut ctx = bare_context(Client::new(svc, "default"));
     let (pods, mut pw) = reflector::store();
     let created = k8s_openapi::jiff::Timestamp::now()
         .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
