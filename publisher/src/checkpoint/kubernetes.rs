@@ -218,6 +218,7 @@ impl CheckpointStore for KubeCheckpoint {
             mysql_gtid_set,
             event_mark: None,
             event_ts,
+            snapshot: None,
         };
         if let Ok(mut s) = self.writer.state.lock() {
             s.checkpoint = Some(restored.clone());
@@ -329,6 +330,7 @@ mod tests {
                 mysql_gtid_set: None,
                 event_mark: None,
                 event_ts: 0,
+                snapshot: None,
             })
             .await
             .expect("save");
