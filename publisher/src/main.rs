@@ -105,8 +105,24 @@ async fn run_with<S: Sink, C: CheckpointStore>(
     if let Some(cp) = &checkpoint {
         info!(file = %cp.file, pos = cp.pos, rows_done = cp.rows_done, "resuming from checkpoint");
     }
-    let reader = Reader::open(cfg.source.clone(), checkpoint).await?;
-    Ok(pipeline::run(reader, sink, store, &cfg.pipeline, shutdown_signal()).await?)
+    let reader = Reader::open(cfg.source.clone(), checkpoint.clone()).await?;
+    let snapshot = publisher::snapshot::Driver::start(
+        &cfg.source,
+        &reader,
+        checkpoint.as_ref(),
+        cfg.snapshot.clone(),
+        cfg.pipeline.metrics.clone(),
+    )
+    .await?;
+    Ok(pipeline::run_with_snapshot(
+        reader,
+        snapshot,
+        sink,
+        store,
+        &cfg.pipeline,
+        shutdown_signal(),
+    )
+    .await?)
 }
 
 /// One CamelCase word for the status report, from the error that stopped the publisher.

@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     position::Checkpoint,
     sink::{Sink, SinkError},
+    snapshot::{Driver as SnapshotDriver, SnapshotError},
     source::{Item, Reader, SourceError},
 };
 
@@ -47,6 +48,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -160,7 +163,41 @@ async fn reconnect(
 /// On every exit path it flushes the sink and stores the final checkpoint first, so what was
 /// delivered is never read again and nothing undelivered is marked as done.
 pub async fn run<S: Sink, C: CheckpointStore>(
+    reader: Reader,
+    sink: &mut S,
+    store: &mut C,
+    opts: &PipelineOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, PipelineError> {
+    run_with_snapshot(reader, None, sink, store, opts, shutdown).await
+}
+
+/// Hands `items` to the sink in order (used after a snapshot step).
+async fn deliver<S: Sink>(
+    items: &mut Vec<Item>,
+    sink: &mut S,
+    summary: &mut Summary,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
+    for item in items.drain(..) {
+        match item {
+            Item::Row(row) => {
+                summary.rows += 1;
+                metrics.rows_read.inc();
+                sink.write_row(row).await?
+            }
+            Item::Commit(cp) | Item::Idle(cp) => sink.boundary(cp).await?,
+        }
+    }
+    Ok(())
+}
+
+/// [`run`], with a snapshot interleaved: whenever the snapshot has a chunk due (or the next
+/// one to read), it goes before the next binlog event; every boundary the reader hands on
+/// carries the snapshot's progress.
+pub async fn run_with_snapshot<S: Sink, C: CheckpointStore>(
     mut reader: Reader,
+    mut snapshot: Option<SnapshotDriver>,
     sink: &mut S,
     store: &mut C,
     opts: &PipelineOptions,
@@ -186,6 +223,36 @@ pub async fn run<S: Sink, C: CheckpointStore>(
     metrics.source_connected.set(1);
 
     let outcome: Result<(), PipelineError> = loop {
+        if let Some(snap) = snapshot.as_mut().filter(|s| s.ready(&reader)) {
+            let stepped = tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                r = snap.step(&reader, sink, &mut items) => r,
+            };
+            let r = match stepped {
+                Ok(cp) => saver.offer(cp, false).await.map_err(PipelineError::from),
+                Err(e) => Err(PipelineError::Snapshot(e)),
+            };
+            if let Err(e) = r {
+                break Err(e);
+            }
+            if let Err(e) = deliver(&mut items, sink, &mut summary, &metrics).await {
+                break Err(e.into());
+            }
+            // Chunks can follow each other without a binlog event between: flush on time.
+            if flush_at.is_none_or(|t| t <= Instant::now()) {
+                match sink.flush().await {
+                    Ok(cp) => {
+                        if let Err(e) = saver.offer(cp, false).await {
+                            break Err(e.into());
+                        }
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+                flush_at = Some(Instant::now() + opts.linger);
+            }
+            continue;
+        }
         let next = match flush_at {
             Some(at) => tokio::select! {
                 biased;
@@ -237,6 +304,9 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 }
                 break Err(e.into());
             }
+        }
+        if let Some(snap) = snapshot.as_mut() {
+            snap.observe(&mut items);
         }
         let mut failed = None;
         for item in items.drain(..) {

@@ -263,6 +263,140 @@ fn read_image(
     Ok(())
 }
 
+/// Appends what follows a record's images: its type, schema and (optionally) position. Shared
+/// by binlog rows and snapshot rows so both are written alike; `snapshot` marks the latter.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_record(
+    body: &mut Vec<u8>,
+    kind: ChangeKind,
+    plan: &TablePlan,
+    opts: EncodeOptions,
+    file: &str,
+    pos: u64,
+    row: u64,
+    gtid: Option<&Arc<str>>,
+    ts: u32,
+    snapshot: bool,
+) {
+    body.extend_from_slice(b"}, \"type\": \"");
+    body.extend_from_slice(kind.type_name().as_bytes());
+    body.extend_from_slice(b"\", ");
+    body.extend_from_slice(&plan.schema_field);
+    if opts.position {
+        body.extend_from_slice(b", \"position\": {\"file\": ");
+        json::write_str(body, file);
+        body.extend_from_slice(b", \"pos\": ");
+        json::write_u64(body, pos);
+        body.extend_from_slice(b", \"row\": ");
+        json::write_u64(body, row);
+        body.extend_from_slice(b", \"gtid\": ");
+        match gtid {
+            Some(g) => json::write_str(body, g),
+            None => body.extend_from_slice(b"null"),
+        }
+        body.extend_from_slice(b", \"ts\": ");
+        json::write_u64(body, u64::from(ts));
+        if snapshot {
+            body.extend_from_slice(b", \"snapshot\": true");
+        }
+        body.push(b'}');
+    }
+    body.push(b'}');
+}
+
+/// The primary key as a JSON array, from the spans of the key columns' values in `body`.
+fn key_text(body: &[u8], key_spans: &[Option<(usize, usize)>], plan: &TablePlan) -> String {
+    let mut k = String::from("[");
+    for (j, &ci) in plan.primary_key.iter().enumerate() {
+        if j > 0 {
+            k.push_str(", ");
+        }
+        match key_spans.get(ci).copied().flatten() {
+            Some((s, e)) => k.push_str(&String::from_utf8_lossy(&body[s..e])),
+            None => k.push_str("null"),
+        }
+    }
+    k.push(']');
+    k
+}
+
+/// Where a snapshot row was read: the binlog position its read view corresponds to.
+#[derive(Debug, Clone)]
+pub struct SnapshotAt {
+    pub file: Arc<str>,
+    pub pos: u64,
+    pub ts: u32,
+}
+
+/// Encodes one row read by a SELECT (binary protocol, session time zone UTC, results in the
+/// columns' own character sets) as the `WriteRowsEvent` record the binlog path writes for an
+/// insert of the same row. `values` are in plan column order. With `position` on, the
+/// position names the snapshot's binlog position and carries `"snapshot": true`.
+pub fn encode_snapshot_row(
+    plan: &TablePlan,
+    values: &[mysql_common::value::Value],
+    opts: EncodeOptions,
+    at: &SnapshotAt,
+    row: u64,
+) -> Result<RowChange, Box<DecodeError>> {
+    let err = |column: &str, reason: String| {
+        Box::new(DecodeError {
+            schema: plan.schema.to_string(),
+            table: plan.table.to_string(),
+            column: column.to_string(),
+            file: at.file.to_string(),
+            pos: at.pos,
+            reason: format!("snapshot row: {reason}"),
+        })
+    };
+    if values.len() != plan.columns.len() {
+        return Err(err(
+            "*",
+            format!("{} values for {} columns", values.len(), plan.columns.len()),
+        ));
+    }
+    let mut body = Vec::with_capacity(plan.head.len() + 64 + 16 * values.len());
+    body.extend_from_slice(&plan.head);
+    body.extend_from_slice(b"\"values\": {");
+    let want_key = !plan.primary_key.is_empty();
+    let mut key_spans: Vec<Option<(usize, usize)>> = vec![None; values.len()];
+    for (i, (col, v)) in plan.columns.iter().zip(values).enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b", ");
+        }
+        body.extend_from_slice(&col.key);
+        let start = body.len();
+        value::write_protocol_value(&mut body, col, v).map_err(|e| err(&col.name, e))?;
+        key_spans[i] = Some((start, body.len()));
+    }
+    body.push(b'}');
+    let kind = ChangeKind::Insert;
+    finish_record(
+        &mut body, kind, plan, opts, &at.file, at.pos, row, None, at.ts, true,
+    );
+    let primary_key = want_key.then(|| key_text(&body, &key_spans, plan));
+    Ok(RowChange {
+        schema: plan.schema.clone(),
+        table: plan.table.clone(),
+        kind,
+        body,
+        primary_key,
+        key_names: plan.key_names.clone(),
+        position: RowPosition {
+            file: at.file.clone(),
+            pos: at.pos,
+            row,
+            tx_pos: at.pos,
+            gtid: None,
+            ts: at.ts,
+            rows_event: 0,
+            event_row: 0,
+            // A snapshot chunk is acknowledged as a whole, by the boundary that follows it.
+            resumable: false,
+        },
+    })
+}
+
 /// Decodes every row of a ROWS event. `first_row` is the transaction-relative index of its
 /// first row; rows are handed to `emit` in binlog order.
 #[allow(clippy::too_many_arguments)]
@@ -407,44 +541,8 @@ pub fn decode_rows(
                 "malformed rows event: a row image holds no bytes".into(),
             ));
         }
-        body.extend_from_slice(b"}, \"type\": \"");
-        body.extend_from_slice(kind.type_name().as_bytes());
-        body.extend_from_slice(b"\", ");
-        body.extend_from_slice(&plan.schema_field);
-        if opts.position {
-            body.extend_from_slice(b", \"position\": {\"file\": ");
-            json::write_str(&mut body, file);
-            body.extend_from_slice(b", \"pos\": ");
-            json::write_u64(&mut body, pos);
-            body.extend_from_slice(b", \"row\": ");
-            json::write_u64(&mut body, row);
-            body.extend_from_slice(b", \"gtid\": ");
-            match gtid {
-                Some(g) => json::write_str(&mut body, g),
-                None => body.extend_from_slice(b"null"),
-            }
-            body.extend_from_slice(b", \"ts\": ");
-            json::write_u64(&mut body, u64::from(ts));
-            body.push(b'}');
-        }
-        body.push(b'}');
-
-        let primary_key = if want_key {
-            let mut k = String::from("[");
-            for (j, &ci) in plan.primary_key.iter().enumerate() {
-                if j > 0 {
-                    k.push_str(", ");
-                }
-                match key_spans.get(ci).copied().flatten() {
-                    Some((s, e)) => k.push_str(&String::from_utf8_lossy(&body[s..e])),
-                    None => k.push_str("null"),
-                }
-            }
-            k.push(']');
-            Some(k)
-        } else {
-            None
-        };
+        finish_record(&mut body, kind, plan, opts, file, pos, row, gtid, ts, false);
+        let primary_key = want_key.then(|| key_text(&body, &key_spans, plan));
 
         size_hint = size_hint.max(body.len());
         emit(RowChange {

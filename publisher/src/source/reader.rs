@@ -639,6 +639,22 @@ impl Reader {
         &self.server
     }
 
+    /// The binlog position everything handed on so far ends at, when that is between
+    /// transactions (`None` inside one). A snapshot chunk read at a binlog position is handed
+    /// on once this reaches it (see `snapshot`).
+    pub fn boundary_position(&self) -> Option<(String, u64)> {
+        if self.tx.is_some() {
+            return None;
+        }
+        let read = (self.file.to_string(), self.file_end);
+        let boundary = (self.last_boundary.file.clone(), self.last_boundary.pos);
+        Some(if crate::snapshot::binlog_cmp(&read, &boundary).is_ge() {
+            read
+        } else {
+            boundary
+        })
+    }
+
     /// Where a new dump must start to lose and repeat nothing that was already handed on.
     pub fn resume_point(&self) -> Checkpoint {
         // A prepared XA transaction's rows are only in memory: read it again.
