@@ -31,11 +31,10 @@ pub struct Chunk {
 /// The session a snapshot reads in: times in UTC (the binlog's TIMESTAMP is seconds since the
 /// epoch), text in each column's own charset (as the binlog holds it), REPEATABLE READ.
 pub async fn prepare_session(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    conn.query_drop(
-        "SET SESSION time_zone = '+00:00', SESSION character_set_results = NULL, \
-         SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-    )
-    .await
+    conn.query_drop("SET SESSION time_zone = '+00:00', SESSION character_set_results = NULL")
+        .await?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
 }
 
 /// Opens a transaction with a consistent snapshot and returns the binlog position its read

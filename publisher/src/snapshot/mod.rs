@@ -21,7 +21,11 @@ pub mod chunk;
 pub mod plan;
 pub mod progress;
 
-use std::{cmp::Ordering, collections::VecDeque, sync::Arc};
+use std::{
+    cmp::Ordering,
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
 
 use mysql_async::{prelude::Queryable, Conn};
 use tracing::{info, warn};
@@ -234,6 +238,11 @@ pub struct Driver {
     reporter: progress::Reporter,
     /// Set once a table's start has been reported (cleared when it finishes).
     table_reported: bool,
+    /// Initial snapshot: tables without a key whose rows have not gone out yet. Their row
+    /// changes before that are left out of the stream: the rows (the state at the read
+    /// view's position) already hold them, and a consumer without a key could not apply a
+    /// change to a row it does not have yet without duplicating it.
+    suppress: HashSet<(String, String)>,
 }
 
 fn is_system_schema(s: &str) -> bool {
@@ -241,6 +250,20 @@ fn is_system_schema(s: &str) -> bool {
         s.to_ascii_lowercase().as_str(),
         "mysql" | "information_schema" | "performance_schema" | "sys"
     )
+}
+
+/// Tables without a primary or unique key (read in one pass).
+async fn keyless_tables(conn: &mut Conn) -> Result<HashSet<(String, String)>, SnapshotError> {
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t \
+             WHERE t.TABLE_TYPE = 'BASE TABLE' AND NOT EXISTS (SELECT 1 FROM \
+             information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
+             AND s.TABLE_NAME = t.TABLE_NAME AND s.NON_UNIQUE = 0)",
+        )
+        .await
+        .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The base tables the filter captures, in name order.
@@ -329,6 +352,19 @@ impl Driver {
                 state.tables_done = 0;
             }
         }
+        let mut suppress = HashSet::new();
+        if state.request_id == INITIAL && state.running() {
+            let keyless = keyless_tables(&mut conn).await?;
+            // The table being read when a one-pass table was interrupted is read again whole;
+            // its rows already delivered are delivered again (documented).
+            for t in &state.pending {
+                if let Ok(n) = t.parse::<TableName>() {
+                    if keyless.contains(&(n.schema.clone(), n.table.clone())) {
+                        suppress.insert((n.schema, n.table));
+                    }
+                }
+            }
+        }
         let mut reporter = progress::Reporter::new(metrics, progress);
         if state.running() {
             reporter.begin(
@@ -358,6 +394,7 @@ impl Driver {
             changes: VecDeque::new(),
             reporter,
             table_reported: false,
+            suppress,
         }))
     }
 
@@ -371,7 +408,15 @@ impl Driver {
 
     /// Sees what the reader hands on before it goes to the sink: every boundary records the
     /// snapshot's progress, and with watermarks, changes of the table being read are noted.
-    pub fn observe(&mut self, items: &mut [Item]) {
+    pub fn observe(&mut self, items: &mut Vec<Item>) {
+        if !self.suppress.is_empty() {
+            items.retain(|i| match i {
+                Item::Row(r) => !self
+                    .suppress
+                    .contains(&(r.schema.to_string(), r.table.to_string())),
+                _ => true,
+            });
+        }
         let watch = self.method == Method::Watermark && self.current.is_some();
         for item in items.iter_mut() {
             match item {
@@ -700,6 +745,9 @@ impl Driver {
             return;
         }
         let table = self.state.pending.remove(0);
+        if let Ok(n) = table.parse::<TableName>() {
+            self.suppress.remove(&(n.schema, n.table));
+        }
         self.reporter
             .table_finished(&table, self.state.table_rows, skipped);
         self.state.tables_done += u64::from(!skipped);
