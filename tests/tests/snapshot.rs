@@ -374,17 +374,21 @@ async fn source_state(
     (keyed, multi)
 }
 
-fn assert_same(
-    got: (
-        BTreeMap<String, BTreeMap<String, Value>>,
-        HashMap<String, Vec<String>>,
-    ),
-    want: (
-        BTreeMap<String, BTreeMap<String, Value>>,
-        HashMap<String, Vec<String>>,
-    ),
-) {
-    for (t, _) in TABLES {
+type State = (
+    BTreeMap<String, BTreeMap<String, Value>>,
+    HashMap<String, Vec<String>>,
+);
+
+fn assert_same(got: State, want: State) {
+    assert_same_tables(
+        got,
+        want,
+        &TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+    );
+}
+
+fn assert_same_tables(got: State, want: State, tables: &[&str]) {
+    for t in tables {
         let empty = BTreeMap::new();
         let (g, w) = (
             got.0.get(*t).unwrap_or(&empty),
@@ -490,4 +494,240 @@ async fn consistent_snapshot_under_writes_rebuilds_every_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_snapshot_under_writes_rebuilds_every_table() {
     snapshot_under_writes(Method::Watermark).await;
+}
+
+/// The publisher binary next to this test's (built first when missing).
+fn publisher_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("publisher");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "publisher", "--bin", "publisher"])
+        .env("CARGO_TARGET_DIR", dir.parent().expect("target root"))
+        .status()
+        .expect("cargo build publisher");
+    assert!(status.success(), "building the publisher failed");
+    assert!(bin.exists(), "no publisher binary at {}", bin.display());
+    bin
+}
+
+fn read_checkpoint(path: &std::path::Path) -> Option<Checkpoint> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() {
+    use rand::Rng;
+    let bin = publisher_bin();
+    let db = MariaDb::start(Metadata::NoLog).await;
+    let n = total_rows();
+    create_tables(&db, n).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, &db.repl_password).expect("pw");
+    let out = dir.path().join("out.jsonl");
+    let cp = dir.path().join("cp.json");
+    // Tables without a key are read in one pass and read again after a restart inside them;
+    // this test is about the chunked ones.
+    let keyed = ["ints", "composite", "ci", "uniq", "wide"];
+    let include = keyed
+        .iter()
+        .map(|t| format!("snap.{t}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let spawn = || {
+        std::process::Command::new(&bin)
+            .args(["run", "--source", &db.repl_url(), "--password-file"])
+            .arg(&pw)
+            .args([
+                "--start",
+                "snapshot",
+                "--include",
+                &include,
+                "--position",
+                "--snapshot-chunk-rows",
+                "100",
+            ])
+            .args([
+                "--checkpoint-interval-ms",
+                "50",
+                "--heartbeat-secs",
+                "1",
+                "--server-id",
+                "4242",
+            ])
+            .arg(format!("--sink=file:{}", out.display()))
+            .arg("--checkpoint-file")
+            .arg(&cp)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn publisher")
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 30_000_000));
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut child = spawn();
+        let wait = rand::thread_rng().gen_range(150..900);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let done = read_checkpoint(&cp)
+            .and_then(|c| c.snapshot)
+            .is_some_and(|s| !s.running());
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        if done {
+            break;
+        }
+        kills += 1;
+        let at = read_checkpoint(&cp).and_then(|c| c.snapshot);
+        println!("killed after {wait} ms; checkpoint snapshot progress: {at:?}");
+    }
+    // The last run finishes the snapshot and catches up.
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !read_checkpoint(&cp)
+        .and_then(|c| c.snapshot)
+        .is_some_and(|s| !s.running())
+    {
+        assert!(Instant::now() < deadline, "resumed snapshot did not finish");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "publisher exited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.await.expect("writer");
+    let end = db.binlog_end().await;
+    while !read_checkpoint(&cp).is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge()) {
+        assert!(Instant::now() < deadline, "publisher did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let records: Vec<Value> = std::fs::read_to_string(&out)
+        .expect("records")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let (k, m, snapshot_rows, twice) = rebuild(&records);
+    println!(
+        "{kills} kills: {snapshot_rows} snapshot rows, {twice} of them published twice, {} records",
+        records.len()
+    );
+    assert!(
+        kills >= 1,
+        "the snapshot finished before the first kill; use more rows"
+    );
+    assert_same_tables((k, m), source_state(&db).await, &keyed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_snapshot_of_one_table_runs_once_per_request_id() {
+    let db = MariaDb::start(Metadata::NoLog).await;
+    create_tables(&db, 2_000).await;
+    let mut cfg = snap_cfg(&db);
+    cfg.start = StartFrom::Latest;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(true));
+
+    // A stream without a snapshot: only new changes.
+    let reader_cp = {
+        let rows = publish_until_caught_up(
+            &db,
+            cfg.clone(),
+            None,
+            SnapshotOptions::default(),
+            done.clone(),
+        )
+        .await;
+        assert!(rows.is_empty(), "no snapshot was asked for");
+        let end = db.binlog_end().await;
+        Checkpoint {
+            file: end.0,
+            pos: end.1,
+            rows_done: 0,
+            tx_gtid: None,
+            gtid_state: None,
+            mysql_gtid_set: None,
+            event_mark: None,
+            event_ts: 0,
+            snapshot: None,
+        }
+    };
+    db.exec("UPDATE snap.ci SET v = -1 WHERE k = 'a'").await;
+
+    // Resumed with a request for one table: every row of it, once, then the live change.
+    let request = SnapshotOptions {
+        tables: vec!["snap.ci".parse().expect("table")],
+        request_id: Some("reseed-1".into()),
+        chunk_rows: 100,
+        ..SnapshotOptions::default()
+    };
+    let shared_cp = Arc::new(Mutex::new(None::<Checkpoint>));
+    let rows = {
+        let progress = request.progress.clone();
+        let rows = publish_until_caught_up(
+            &db,
+            cfg.clone(),
+            Some(reader_cp.clone()),
+            request.clone(),
+            done.clone(),
+        )
+        .await;
+        assert_eq!(progress.view().state, "Done");
+        rows
+    };
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    let snap: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["position"]["snapshot"] == true)
+        .collect();
+    let count: u64 = {
+        let mut c = db.root().await;
+        c.query_first("SELECT COUNT(*) FROM snap.ci")
+            .await
+            .expect("count")
+            .expect("row")
+    };
+    assert_eq!(snap.len() as u64, count, "every row of snap.ci once");
+    assert!(
+        snap.iter().all(|r| r["table"] == "ci"),
+        "only the requested table"
+    );
+    // The live update came first (it was made before the snapshot read), and the snapshot row
+    // of 'a' carries it.
+    assert_eq!(records[0]["type"], "UpdateRowsEvent");
+    let a = snap
+        .iter()
+        .find(|r| r["row"]["values"]["k"] == "a")
+        .expect("row a");
+    assert_eq!(a["row"]["values"]["v"], -1);
+    drop(shared_cp);
+
+    // A restart from a checkpoint that records the request as done does not repeat it.
+    let mut done_cp = reader_cp.clone();
+    done_cp.snapshot = Some(publisher::position::SnapshotState {
+        request_id: "reseed-1".into(),
+        pending: vec![],
+        last_key: None,
+        table_rows: 0,
+        tables_done: 0,
+        completed: vec!["reseed-1".into()],
+    });
+    let (file, pos) = db.binlog_end().await;
+    done_cp.file = file;
+    done_cp.pos = pos;
+    let again = publish_until_caught_up(&db, cfg.clone(), Some(done_cp), request, done).await;
+    assert!(
+        again.is_empty(),
+        "the same request id runs once: {} rows",
+        again.len()
+    );
 }
