@@ -224,7 +224,7 @@ pub struct Checkpoint {
     /// delivered before this binlog position (see `snapshot`). Absent in checkpoints of
     /// publishers that never snapshotted, and in those written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotState>,
+    pub snapshot: Option<Box<SnapshotState>>,
 }
 
 /// How far a snapshot got, stored with the binlog position it was delivered at.
@@ -386,14 +386,14 @@ mod tests {
             mysql_gtid_set: None,
             event_mark: None,
             event_ts: 5,
-            snapshot: Some(SnapshotState {
+            snapshot: Some(Box::new(SnapshotState {
                 request_id: "initial".into(),
                 pending: vec!["shop.orders".into(), "shop.items".into()],
                 last_key: Some(serde_json::json!([42, "a"])),
                 table_rows: 10_000,
                 tables_done: 1,
                 completed: vec![],
-            }),
+            })),
         };
         let text = serde_json::to_string(&c).expect("json");
         assert_eq!(

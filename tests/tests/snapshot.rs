@@ -512,6 +512,13 @@ fn publisher_bin() -> std::path::PathBuf {
     bin
 }
 
+/// True once the checkpoint at `path` records the snapshot finished.
+fn snapshot_done(path: &std::path::Path) -> bool {
+    read_checkpoint(path)
+        .and_then(|c| c.snapshot)
+        .is_some_and(|s| !s.running())
+}
+
 fn read_checkpoint(path: &std::path::Path) -> Option<Checkpoint> {
     std::fs::read(path)
         .ok()
@@ -574,9 +581,7 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
         let mut child = spawn();
         let wait = rand::thread_rng().gen_range(150..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let done = read_checkpoint(&cp)
-            .and_then(|c| c.snapshot)
-            .is_some_and(|s| !s.running());
+        let done = snapshot_done(&cp);
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         if done {
@@ -589,10 +594,7 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
     // The last run finishes the snapshot and catches up.
     let mut child = spawn();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !read_checkpoint(&cp)
-        .and_then(|c| c.snapshot)
-        .is_some_and(|s| !s.running())
-    {
+    while !snapshot_done(&cp) {
         assert!(Instant::now() < deadline, "resumed snapshot did not finish");
         assert!(
             child.try_wait().expect("wait").is_none(),
@@ -713,14 +715,14 @@ async fn on_demand_snapshot_of_one_table_runs_once_per_request_id() {
 
     // A restart from a checkpoint that records the request as done does not repeat it.
     let mut done_cp = reader_cp.clone();
-    done_cp.snapshot = Some(publisher::position::SnapshotState {
+    done_cp.snapshot = Some(Box::new(publisher::position::SnapshotState {
         request_id: "reseed-1".into(),
         pending: vec![],
         last_key: None,
         table_rows: 0,
         tables_done: 0,
         completed: vec!["reseed-1".into()],
-    });
+    }));
     let (file, pos) = db.binlog_end().await;
     done_cp.file = file;
     done_cp.pos = pos;

@@ -299,7 +299,7 @@ impl Driver {
     ) -> Result<Option<Driver>, SnapshotError> {
         let progress = opts.progress.clone();
         let server = reader.server();
-        let prior = checkpoint.and_then(|c| c.snapshot.clone());
+        let prior = checkpoint.and_then(|c| c.snapshot.as_deref().cloned());
         let initial = checkpoint.is_none() && cfg.start == StartFrom::Snapshot;
         let wants_request = opts
             .request_id
@@ -420,7 +420,9 @@ impl Driver {
         let watch = self.method == Method::Watermark && self.current.is_some();
         for item in items.iter_mut() {
             match item {
-                Item::Commit(cp) | Item::Idle(cp) => cp.snapshot = Some(self.state.clone()),
+                Item::Commit(cp) | Item::Idle(cp) => {
+                    cp.snapshot = Some(Box::new(self.state.clone()))
+                }
                 Item::Row(r) if watch => self.note_change(r),
                 Item::Row(_) => {}
             }
@@ -736,7 +738,7 @@ impl Driver {
     /// progress that includes it.
     fn boundary(&mut self, reader: &Reader, items: &mut Vec<Item>) {
         let mut cp = reader.resume_point();
-        cp.snapshot = Some(self.state.clone());
+        cp.snapshot = Some(Box::new(self.state.clone()));
         items.push(Item::Idle(cp));
     }
 
