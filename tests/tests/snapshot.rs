@@ -766,3 +766,115 @@ async fn snapshot_records_are_byte_identical_to_the_binlog_inserts_of_the_same_r
         );
     }
 }
+
+/// Runs an on-demand request on a fresh stream and returns how the publisher ended.
+async fn on_demand_outcome(
+    db: &MariaDb,
+    cfg: SourceConfig,
+    tables: &[&str],
+    metrics: Arc<Metrics>,
+) -> Result<(), String> {
+    let end = db.binlog_end().await;
+    let cp = Checkpoint {
+        file: end.0,
+        pos: end.1,
+        rows_done: 0,
+        tx_gtid: None,
+        gtid_state: None,
+        mysql_gtid_set: None,
+        event_mark: None,
+        event_ts: 0,
+        snapshot: None,
+    };
+    let opts = SnapshotOptions {
+        tables: tables.iter().map(|t| t.parse().expect("table")).collect(),
+        request_id: Some("r".into()),
+        ..SnapshotOptions::default()
+    };
+    let progress = opts.progress.clone();
+    let reader = Reader::open(cfg.clone(), Some(cp.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = Driver::start(&cfg, &reader, Some(&cp), opts, metrics)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut sink = SharedSink(Arc::new(Mutex::new(Shared::default())), None);
+        run_with_snapshot(
+            reader,
+            driver,
+            &mut sink,
+            &mut NoCheckpoint,
+            &PipelineOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress.view().state != "Done" && !task.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "request neither finished nor failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    task.await
+        .expect("task")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
+    let db = MariaDb::start(Metadata::NoLog).await;
+    create_tables(&db, 200).await;
+    db.exec(
+        "CREATE TABLE snap.blobkey (b BLOB, PRIMARY KEY (b(10)));
+         INSERT INTO snap.blobkey VALUES ('x');
+         CREATE USER 'narrow'@'%' IDENTIFIED BY 'npw';
+         GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'narrow'@'%';
+         GRANT SELECT ON snap.ints TO 'narrow'@'%';",
+    )
+    .await;
+    let mut cfg = snap_cfg(&db);
+    cfg.start = StartFrom::Latest;
+
+    // A key that cannot be paged by: refused, naming table and column.
+    let e = on_demand_outcome(
+        &db,
+        cfg.clone(),
+        &["snap.blobkey"],
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect_err("blob key");
+    println!("blob key: {e}");
+    assert!(
+        e.contains("snap.blobkey") && e.contains("`b`") && e.contains("cannot be paged"),
+        "{e}"
+    );
+
+    // A table that does not exist (dropped): skipped, counted, the request completes.
+    let metrics = Arc::new(Metrics::new());
+    on_demand_outcome(&db, cfg.clone(), &["snap.gone", "snap.ci"], metrics.clone())
+        .await
+        .expect("dropped table skipped");
+    assert_eq!(metrics.snapshot_tables_skipped.get(), 1);
+    assert!(metrics.snapshot_rows.get() > 0, "snap.ci was read");
+
+    // No SELECT on the table: refused, naming it.
+    cfg.addr = publisher::source::SourceAddr::new(
+        &format!("mysql://narrow@127.0.0.1:{}", db.port),
+        Some("npw"),
+    )
+    .expect("addr");
+    let e = on_demand_outcome(&db, cfg, &["snap.ci"], Arc::new(Metrics::new()))
+        .await
+        .expect_err("no select");
+    println!("no SELECT: {e}");
+    assert!(e.contains("snap.ci") && e.contains("SELECT"), "{e}");
+}

@@ -134,7 +134,7 @@ pub enum SnapshotError {
     Sink(#[from] SinkError),
     #[error("snapshot of {table}: the user lacks the SELECT privilege ({message}); GRANT SELECT ON {table} to it, or leave the table out of the snapshot")]
     NoSelect { table: String, message: String },
-    #[error("snapshot of {table}: key column `{column}` has type {data_type}, which cannot be paged by; give the table a primary key or a unique NOT NULL key of orderable columns")]
+    #[error("snapshot of {table}: key column `{column}` has type {data_type}, which cannot be paged by (snapshots need a primary or unique NOT NULL key of orderable columns; exclude the table or change its key)")]
     Unorderable {
         table: String,
         column: String,
