@@ -878,3 +878,62 @@ async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
     println!("no SELECT: {e}");
     assert!(e.contains("snap.ci") && e.contains("SELECT"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_on_the_table_being_read_continues_from_the_last_key_under_the_new_columns() {
+    let db = MariaDb::start(Metadata::NoLog).await;
+    create_tables(&db, 20_000).await;
+    let mut cfg = snap_cfg(&db);
+    cfg.filter = publisher::filter::TableFilter {
+        include: vec!["snap.ints".parse().expect("pattern")],
+        exclude: vec![],
+    };
+    let opts = SnapshotOptions {
+        chunk_rows: 50,
+        ..SnapshotOptions::default()
+    };
+    let progress = opts.progress.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let alter_url = db.root_opts();
+    let alter = tokio::spawn(async move {
+        while progress.view().rows < 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at = progress.view().rows;
+        let mut c = mysql_async::Conn::new(alter_url).await.expect("conn");
+        let t = Instant::now();
+        c.query_drop("ALTER TABLE snap.ints ADD COLUMN extra INT NOT NULL DEFAULT 5")
+            .await
+            .expect("alter");
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        (at, t.elapsed())
+    });
+    let rows = publish_until_caught_up(&db, cfg, None, opts, done).await;
+    let (at, took) = alter.await.expect("alter task");
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|r| r["row"]["values"]["id"].to_string())
+        .collect();
+    let total: u64 = {
+        let mut c = db.root().await;
+        c.query_first("SELECT COUNT(*) FROM snap.ints")
+            .await
+            .expect("count")
+            .expect("row")
+    };
+    println!("ALTER after {at} rows took {took:?} while the snapshot ran");
+    assert_eq!(records.len() as u64, total, "every row once");
+    assert_eq!(ids.len() as u64, total, "no key twice, none missing");
+    let first = &records[0]["row"]["values"];
+    let last = &records[records.len() - 1]["row"]["values"];
+    assert!(
+        first.get("extra").is_none(),
+        "rows read before the ALTER lack the column"
+    );
+    assert_eq!(last["extra"], 5, "rows read after it have it: {last}");
+}
