@@ -147,6 +147,16 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
         if let Some(PipelineError::Source(s)) = cause.downcast_ref::<PipelineError>() {
             return source(s);
         }
+        if let Some(PipelineError::Snapshot(s)) = cause.downcast_ref::<PipelineError>() {
+            use publisher::snapshot::SnapshotError as E;
+            return match s {
+                E::NoSelect { .. } => "MissingPrivilege",
+                E::Unorderable { .. } | E::Unsupported { .. } | E::BadKey { .. } => {
+                    "SnapshotRefused"
+                }
+                _ => "SnapshotFailed",
+            };
+        }
         let sink = match cause.downcast_ref::<PipelineError>() {
             Some(PipelineError::Sink(s)) => Some(s),
             _ => cause.downcast_ref::<SinkError>(),
