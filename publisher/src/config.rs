@@ -15,6 +15,7 @@ use crate::{
         key::{Oversize, PartitionKey},
         KinesisConfig,
     },
+    snapshot::{Method, SnapshotOptions, TableName},
     source::{
         tls::{TlsConfigError, TlsMode, TlsOptions},
         SourceAddr, SourceConfig,
@@ -133,6 +134,22 @@ pub struct RunArgs {
     /// checkpoint, in seconds; keep it below the pod's grace period [default: 20].
     #[arg(long, env = "BINLOGSTREAM_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Snapshot rows per chunk [default: 10000].
+    #[arg(long, env = "BINLOGSTREAM_SNAPSHOT_CHUNK_ROWS")]
+    pub snapshot_chunk_rows: Option<usize>,
+    /// A snapshot chunk ends early once its records pass this many bytes [default: 8388608].
+    #[arg(long, env = "BINLOGSTREAM_SNAPSHOT_CHUNK_BYTES")]
+    pub snapshot_chunk_bytes: Option<usize>,
+    /// consistent-snapshot (MariaDB, the default there) or watermark (the default on MySQL).
+    #[arg(long, env = "BINLOGSTREAM_SNAPSHOT_METHOD")]
+    pub snapshot_method: Option<String>,
+    /// On demand: snapshot these tables (SCHEMA.TABLE,...) once, with --snapshot-request-id.
+    #[arg(long, env = "BINLOGSTREAM_SNAPSHOT_TABLES", value_delimiter = ',')]
+    pub snapshot_tables: Vec<String>,
+    /// Names the on-demand snapshot; once done it is recorded in the checkpoint and not
+    /// repeated by a restart with the same flags. A new id runs it again.
+    #[arg(long, env = "BINLOGSTREAM_SNAPSHOT_REQUEST_ID")]
+    pub snapshot_request_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +184,12 @@ struct FileConfig {
     linger_ms: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    snapshot_chunk_rows: Option<usize>,
+    snapshot_chunk_bytes: Option<usize>,
+    snapshot_method: Option<String>,
+    #[serde(default)]
+    snapshot_tables: Vec<String>,
+    snapshot_request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +246,7 @@ pub struct RunConfig {
     pub checkpoint_kubernetes_uid: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub pipeline: PipelineOptions,
+    pub snapshot: SnapshotOptions,
 }
 
 fn read_password_file(path: &PathBuf) -> Result<String, ConfigError> {
@@ -411,7 +435,60 @@ impl RunArgs {
             Some(s) => Duration::from_secs(s),
             None => crate::pipeline::DEFAULT_DRAIN_TIMEOUT,
         };
+        let snapshot = {
+            let d = SnapshotOptions::default();
+            let method = match self.snapshot_method.or(file.snapshot_method) {
+                Some(m) => Some(m.parse::<Method>().map_err(|reason| ConfigError::Invalid {
+                    field: "snapshot-method",
+                    reason,
+                })?),
+                None => None,
+            };
+            let tables = if self.snapshot_tables.is_empty() {
+                file.snapshot_tables
+            } else {
+                self.snapshot_tables
+            };
+            let tables = tables
+                .iter()
+                .map(|t| t.parse::<TableName>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "snapshot-tables",
+                    reason,
+                })?;
+            let request_id = self.snapshot_request_id.or(file.snapshot_request_id);
+            if tables.is_empty() != request_id.is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "snapshot-tables",
+                    reason: "an on-demand snapshot needs both --snapshot-tables and --snapshot-request-id".into(),
+                });
+            }
+            let chunk_rows = self
+                .snapshot_chunk_rows
+                .or(file.snapshot_chunk_rows)
+                .unwrap_or(d.chunk_rows);
+            if chunk_rows == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "snapshot-chunk-rows",
+                    reason: "0 rows per chunk".into(),
+                });
+            }
+            SnapshotOptions {
+                chunk_rows,
+                chunk_bytes: self
+                    .snapshot_chunk_bytes
+                    .or(file.snapshot_chunk_bytes)
+                    .unwrap_or(d.chunk_bytes)
+                    .max(1),
+                method,
+                tables,
+                request_id,
+                progress: d.progress,
+            }
+        };
         Ok(RunConfig {
+            snapshot,
             source: SourceConfig {
                 addr,
                 server_id,

@@ -11,5 +11,6 @@ pub mod mysql_gtid;
 pub mod pipeline;
 pub mod position;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod tail;

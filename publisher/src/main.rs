@@ -114,8 +114,16 @@ async fn run_with<S: Sink, C: CheckpointStore>(
     }
     let mut opts = cfg.pipeline.clone();
     opts.store_start = checkpoint.is_none();
-    let reader = Reader::open(cfg.source.clone(), checkpoint).await?;
-    Ok(pipeline::run(reader, sink, store, &opts, stop).await?)
+    let reader = Reader::open(cfg.source.clone(), checkpoint.clone()).await?;
+    let snapshot = publisher::snapshot::Driver::start(
+        &cfg.source,
+        &reader,
+        checkpoint.as_ref(),
+        cfg.snapshot.clone(),
+        cfg.pipeline.metrics.clone(),
+    )
+    .await?;
+    Ok(pipeline::run_with_snapshot(reader, snapshot, sink, store, &opts, stop).await?)
 }
 
 /// One CamelCase word for the status report, from the error that stopped the publisher.
@@ -144,6 +152,16 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
         }
         if let Some(PipelineError::Source(s)) = cause.downcast_ref::<PipelineError>() {
             return source(s);
+        }
+        if let Some(PipelineError::Snapshot(s)) = cause.downcast_ref::<PipelineError>() {
+            use publisher::snapshot::SnapshotError as E;
+            return match s {
+                E::NoSelect { .. } => "MissingPrivilege",
+                E::Unorderable { .. } | E::Unsupported { .. } | E::BadKey { .. } => {
+                    "SnapshotRefused"
+                }
+                _ => "SnapshotFailed",
+            };
         }
         let sink = match cause.downcast_ref::<PipelineError>() {
             Some(PipelineError::Sink(s)) => Some(s),

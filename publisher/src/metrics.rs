@@ -26,6 +26,11 @@ pub struct Action {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -44,6 +49,12 @@ pub struct Metrics {
     /// on the first; the counter says why to dashboards and alerts).
     pub partial_json_unapplied: Counter,
     pub in_flight_records: Gauge,
+    /// Snapshot: rows handed on, per table rows done and the estimate (TABLE_ROWS), tables
+    /// skipped because they disappeared mid-snapshot.
+    pub snapshot_rows: Counter,
+    pub snapshot_table_rows: Family<TableLabel, Gauge>,
+    pub snapshot_table_rows_estimated: Family<TableLabel, Gauge>,
+    pub snapshot_tables_skipped: Counter,
     /// Source side: reconnect attempts, and 1 while a binlog dump is open (0 while the
     /// publisher is reconnecting).
     pub source_reconnects: Counter,
@@ -95,6 +106,10 @@ impl Metrics {
             oversize: Family::default(),
             partial_json_unapplied: Counter::default(),
             in_flight_records: Gauge::default(),
+            snapshot_rows: Counter::default(),
+            snapshot_table_rows: Family::default(),
+            snapshot_table_rows_estimated: Family::default(),
+            snapshot_tables_skipped: Counter::default(),
             source_reconnects: Counter::default(),
             source_connected: Gauge::default(),
             checkpoint_store_failures: Counter::default(),
@@ -148,6 +163,26 @@ impl Metrics {
             "in_flight_records",
             "Records sent or buffered but not yet acknowledged",
             m.in_flight_records.clone(),
+        );
+        r.register(
+            "snapshot_rows",
+            "Existing rows read by a snapshot and handed to the sink",
+            m.snapshot_rows.clone(),
+        );
+        r.register(
+            "snapshot_table_rows",
+            "Rows of a table handed on by the running snapshot",
+            m.snapshot_table_rows.clone(),
+        );
+        r.register(
+            "snapshot_table_rows_estimated",
+            "Rows of a table by the server's statistics (information_schema.TABLES.TABLE_ROWS), when its snapshot started",
+            m.snapshot_table_rows_estimated.clone(),
+        );
+        r.register(
+            "snapshot_tables_skipped",
+            "Tables a snapshot skipped because they were dropped before or while being read",
+            m.snapshot_tables_skipped.clone(),
         );
         r.register(
             "source_reconnects",

@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     position::Checkpoint,
     sink::{Sink, SinkError},
+    snapshot::{Driver as SnapshotDriver, SnapshotError},
     source::{Item, Reader, SourceError},
 };
 
@@ -70,6 +71,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -234,7 +237,41 @@ async fn reconnect(
 /// On every exit path it flushes the sink and stores the final checkpoint first, so what was
 /// delivered is never read again and nothing undelivered is marked as done.
 pub async fn run<S: Sink, C: CheckpointStore>(
+    reader: Reader,
+    sink: &mut S,
+    store: &mut C,
+    opts: &PipelineOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, PipelineError> {
+    run_with_snapshot(reader, None, sink, store, opts, shutdown).await
+}
+
+/// Hands `items` to the sink in order (used after a snapshot step).
+async fn deliver<S: Sink>(
+    items: &mut Vec<Item>,
+    sink: &mut S,
+    summary: &mut Summary,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
+    for item in items.drain(..) {
+        match item {
+            Item::Row(row) => {
+                summary.rows += 1;
+                metrics.rows_read.inc();
+                sink.write_row(row).await?
+            }
+            Item::Commit(cp) | Item::Idle(cp) => sink.boundary(cp).await?,
+        }
+    }
+    Ok(())
+}
+
+/// [`run`], with a snapshot interleaved: whenever the snapshot has a chunk due (or the next
+/// one to read), it goes before the next binlog event; every boundary the reader hands on
+/// carries the snapshot's progress.
+pub async fn run_with_snapshot<S: Sink, C: CheckpointStore>(
     mut reader: Reader,
+    mut snapshot: Option<SnapshotDriver>,
     sink: &mut S,
     store: &mut C,
     opts: &PipelineOptions,
@@ -277,14 +314,49 @@ pub async fn run<S: Sink, C: CheckpointStore>(
         // what is delivered.
         start_unsaved &= summary.rows == 0;
         if start_unsaved {
-            let start = reader.resume_point();
+            let mut start = reader.resume_point();
             if !start.file.is_empty() {
                 start_unsaved = false;
+                // A snapshot still to run must be in the first checkpoint too, or a restart
+                // after it would skip the snapshot.
+                if let Some(snap) = &snapshot {
+                    snap.stamp(&mut start);
+                }
                 info!(file = %start.file, pos = start.pos, "storing the start position as the first checkpoint");
                 if let Err(e) = saver.offer(Some(start), true).await {
                     break Err(e.into());
                 }
             }
+        }
+        if let Some(snap) = snapshot.as_mut().filter(|s| s.ready(&reader)) {
+            let stepped = tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                r = snap.step(&reader, sink, &mut items) => r,
+            };
+            let r = match stepped {
+                Ok(cp) => saver.offer(cp, false).await.map_err(PipelineError::from),
+                Err(e) => Err(PipelineError::Snapshot(e)),
+            };
+            if let Err(e) = r {
+                break Err(e);
+            }
+            if let Err(e) = deliver(&mut items, sink, &mut summary, &metrics).await {
+                break Err(e.into());
+            }
+            // Chunks can follow each other without a binlog event between: flush on time.
+            if flush_at.is_none_or(|t| t <= Instant::now()) {
+                match sink.flush().await {
+                    Ok(cp) => {
+                        if let Err(e) = saver.offer(cp, false).await {
+                            break Err(e.into());
+                        }
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+                flush_at = Some(Instant::now() + opts.linger);
+            }
+            continue;
         }
         let next = match flush_at {
             Some(at) => tokio::select! {
@@ -337,6 +409,9 @@ pub async fn run<S: Sink, C: CheckpointStore>(
                 }
                 break Err(e.into());
             }
+        }
+        if let Some(snap) = snapshot.as_mut() {
+            snap.observe(&mut items);
         }
         let mut failed = None;
         let mut stopped = false;
@@ -499,7 +574,7 @@ mod tests {
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 0,
-            event_mark: None,
+            event_mark: None,            snapshot: None,
         }
     }
 

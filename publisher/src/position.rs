@@ -21,10 +21,15 @@ pub enum StartFrom {
     Gtid(GtidState),
     /// A MySQL executed GTID set (`uuid:1-5,...`): the server sends every transaction not in it.
     MysqlGtid(MysqlGtidSet),
+    /// `latest`, and before any change after it, every existing row of the captured tables
+    /// (see `snapshot`).
+    Snapshot,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid start `{input}`: {reason} (expected latest, earliest, FILE:POS or gtid:SET)")]
+#[error(
+    "invalid start `{input}`: {reason} (expected latest, earliest, snapshot, FILE:POS or gtid:SET)"
+)]
 pub struct StartParseError {
     input: String,
     reason: String,
@@ -41,6 +46,7 @@ impl FromStr for StartFrom {
         match s.trim() {
             "latest" => Ok(StartFrom::Latest),
             "earliest" => Ok(StartFrom::Earliest),
+            "snapshot" => Ok(StartFrom::Snapshot),
             other => {
                 if let Some(set) = other.strip_prefix("gtid:") {
                     // A MariaDB GTID (D-S-N) never holds a `:`; a MySQL one always does.
@@ -81,6 +87,7 @@ impl fmt::Display for StartFrom {
         match self {
             StartFrom::Latest => f.write_str("latest"),
             StartFrom::Earliest => f.write_str("earliest"),
+            StartFrom::Snapshot => f.write_str("snapshot"),
             StartFrom::FilePos { file, pos } => write!(f, "{file}:{pos}"),
             StartFrom::Gtid(g) => write!(f, "gtid:{g}"),
             StartFrom::MysqlGtid(g) => write!(f, "gtid:{g}"),
@@ -213,6 +220,44 @@ pub struct Checkpoint {
     /// Timestamp (seconds) of the last event covered by this checkpoint.
     #[serde(default)]
     pub event_ts: u32,
+    /// Progress of a snapshot, when one ran or runs: every chunk it describes as done was
+    /// delivered before this binlog position (see `snapshot`). Absent in checkpoints of
+    /// publishers that never snapshotted, and in those written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Box<SnapshotState>>,
+}
+
+/// How far a snapshot got, stored with the binlog position it was delivered at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotState {
+    /// What the snapshot serves: `initial` for `--start snapshot`, otherwise the
+    /// `--snapshot-request-id` of an on-demand request.
+    pub request_id: String,
+    /// Tables (`schema.table`) still to read, in order; the first is the one being read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// The key of the last row delivered of the first pending table, as a JSON array of the
+    /// key's values (`None`: that table has not started, or it is read in one pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<serde_json::Value>,
+    /// Rows of the first pending table delivered so far.
+    #[serde(default)]
+    pub table_rows: u64,
+    /// Tables finished by this request (for status; the counts are rows delivered).
+    #[serde(default)]
+    pub tables_done: u64,
+    /// Request ids completed, oldest first (the last few only), so that a restart with the
+    /// same `--snapshot-request-id` does not repeat the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<String>,
+}
+
+impl SnapshotState {
+    /// True while tables remain to be read.
+    pub fn running(&self) -> bool {
+        !self.pending.is_empty()
+    }
 }
 
 /// A point inside a transaction: every row of its ROWS events before number `event`
@@ -242,6 +287,8 @@ mod tests {
     fn parses_every_start_form() {
         assert_eq!("latest".parse(), Ok(StartFrom::Latest));
         assert_eq!("earliest".parse(), Ok(StartFrom::Earliest));
+        assert_eq!("snapshot".parse(), Ok(StartFrom::Snapshot));
+        assert_eq!(StartFrom::Snapshot.to_string(), "snapshot");
         assert_eq!(
             "binlog.000003:1234".parse(),
             Ok(StartFrom::FilePos {
@@ -282,6 +329,7 @@ mod tests {
             mysql_gtid_set: None,
             event_mark: None,
             event_ts: 1_732_480_000,
+            snapshot: None,
         };
         let text = serde_json::to_string(&c).expect("json");
         assert_eq!(
@@ -328,6 +376,45 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_progress_rides_in_an_optional_field() {
+        let c = Checkpoint {
+            file: "binlog.000002".into(),
+            pos: 385,
+            rows_done: 0,
+            tx_gtid: None,
+            gtid_state: Some("0-1-9".parse().expect("gtid")),
+            mysql_gtid_set: None,
+            event_mark: None,
+            event_ts: 5,
+            snapshot: Some(Box::new(SnapshotState {
+                request_id: "initial".into(),
+                pending: vec!["shop.orders".into(), "shop.items".into()],
+                last_key: Some(serde_json::json!([42, "a"])),
+                table_rows: 10_000,
+                tables_done: 1,
+                completed: vec![],
+            })),
+        };
+        let text = serde_json::to_string(&c).expect("json");
+        assert_eq!(
+            text,
+            r#"{"file":"binlog.000002","pos":385,"rowsDone":0,"gtidState":"0-1-9","eventTs":5,"snapshot":{"requestId":"initial","pending":["shop.orders","shop.items"],"lastKey":[42,"a"],"tableRows":10000,"tablesDone":1}}"#
+        );
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).expect("back"), c);
+        // Finished: only the completed request ids remain.
+        let done: Checkpoint = serde_json::from_str(
+            r#"{"file":"b.1","pos":4,"snapshot":{"requestId":"r1","completed":["initial","r1"]}}"#,
+        )
+        .expect("done form");
+        let s = done.snapshot.expect("snapshot");
+        assert!(!s.running());
+        assert_eq!(s.completed, vec!["initial", "r1"]);
+        // Written before the field existed.
+        let old: Checkpoint = serde_json::from_str(r#"{"file":"b.1","pos":4}"#).expect("old");
+        assert_eq!(old.snapshot, None);
+    }
+
+    #[test]
     fn transaction_gtid_is_optional_and_omitted_when_none() {
         let c = Checkpoint {
             file: "binlog.000002".into(),
@@ -342,6 +429,7 @@ mod tests {
             ),
             event_mark: None,
             event_ts: 5,
+            snapshot: None,
         };
         let text = serde_json::to_string(&c).expect("json");
         assert_eq!(

@@ -321,6 +321,7 @@ async fn purged_or_unknown_binlogs_are_reported_never_skipped() {
         mysql_gtid_set: None,
         event_mark: None,
         event_ts: 0,
+        snapshot: None,
     };
     let err = read_all(config(&db, StartFrom::Earliest), Some(gone))
         .await

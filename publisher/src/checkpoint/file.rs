@@ -89,6 +89,7 @@ mod tests {
             mysql_gtid_set: None,
             event_mark: None,
             event_ts: 0,
+            snapshot: None,
         };
         store.save(&cp).await.expect("save");
         assert_eq!(store.load().await.expect("load"), Some(cp));

@@ -438,6 +438,7 @@ impl CheckpointStore for KubeCheckpoint {
                 })
             }),
             event_ts,
+            snapshot: None,
         };
         if let Ok(mut s) = self.writer.state.lock() {
             s.checkpoint = Some(restored.clone());
@@ -659,6 +660,7 @@ mod tests {
                 mysql_gtid_set: None,
                 event_mark: None,
                 event_ts: 0,
+                snapshot: None,
             })
             .await
             .expect("save");
@@ -729,7 +731,7 @@ mod tests {
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 0,
-            event_mark: None,
+            event_mark: None,            snapshot: None,
         }
     }
 

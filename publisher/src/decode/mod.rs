@@ -267,6 +267,27 @@ fn read_image(
     Ok(())
 }
 
+/// Appends what follows a record's images: its type, schema and (optionally) position.
+/// Shared by binlog rows, the delete half of a key change and snapshot rows, so all are
+/// written alike; `snapshot` marks the last.
+pub(crate) fn finish_record(
+    body: &mut Vec<u8>,
+    kind: ChangeKind,
+    plan: &TablePlan,
+    opts: EncodeOptions,
+    p: &RowPosition,
+    snapshot: bool,
+) {
+    body.extend_from_slice(b"}, \"type\": \"");
+    body.extend_from_slice(kind.type_name().as_bytes());
+    body.extend_from_slice(b"\", ");
+    body.extend_from_slice(&plan.schema_field);
+    if opts.position {
+        write_position(body, p, snapshot);
+    }
+    body.push(b'}');
+}
+
 /// The primary-key values as a JSON array, from their spans in `body`.
 fn key_text(plan: &TablePlan, spans: &[Option<(usize, usize)>], body: &[u8]) -> String {
     let mut k = String::from("[");
@@ -284,7 +305,7 @@ fn key_text(plan: &TablePlan, spans: &[Option<(usize, usize)>], body: &[u8]) -> 
 }
 
 /// The optional `position` key (docs/record-format.md).
-fn write_position(out: &mut Vec<u8>, p: &RowPosition) {
+fn write_position(out: &mut Vec<u8>, p: &RowPosition, snapshot: bool) {
     out.extend_from_slice(b", \"position\": {\"file\": ");
     json::write_str(out, &p.file);
     out.extend_from_slice(b", \"pos\": ");
@@ -301,7 +322,87 @@ fn write_position(out: &mut Vec<u8>, p: &RowPosition) {
     if p.key_change {
         out.extend_from_slice(b", \"key_change\": true");
     }
+    if snapshot {
+        out.extend_from_slice(b", \"snapshot\": true");
+    }
     out.push(b'}');
+}
+
+/// Where a snapshot row was read: the binlog position its read view corresponds to.
+#[derive(Debug, Clone)]
+pub struct SnapshotAt {
+    pub file: Arc<str>,
+    pub pos: u64,
+    pub ts: u32,
+}
+
+/// Encodes one row read by a SELECT (binary protocol, session time zone UTC, results in the
+/// columns' own character sets) as the `WriteRowsEvent` record the binlog path writes for an
+/// insert of the same row. `values` are in plan column order. With `position` on, the
+/// position names the snapshot's binlog position and carries `"snapshot": true`.
+pub fn encode_snapshot_row(
+    plan: &TablePlan,
+    values: &[mysql_common::value::Value],
+    opts: EncodeOptions,
+    at: &SnapshotAt,
+    row: u64,
+) -> Result<RowChange, Box<DecodeError>> {
+    let err = |column: &str, reason: String| {
+        Box::new(DecodeError {
+            schema: plan.schema.to_string(),
+            table: plan.table.to_string(),
+            column: column.to_string(),
+            file: at.file.to_string(),
+            pos: at.pos,
+            reason: format!("snapshot row: {reason}"),
+        })
+    };
+    if values.len() != plan.columns.len() {
+        return Err(err(
+            "*",
+            format!("{} values for {} columns", values.len(), plan.columns.len()),
+        ));
+    }
+    let mut body = Vec::with_capacity(plan.head.len() + 64 + 16 * values.len());
+    body.extend_from_slice(&plan.head);
+    body.extend_from_slice(b"\"values\": {");
+    let want_key = !plan.primary_key.is_empty();
+    let mut key_spans: Vec<Option<(usize, usize)>> = vec![None; values.len()];
+    for (i, (col, v)) in plan.columns.iter().zip(values).enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b", ");
+        }
+        body.extend_from_slice(&col.key);
+        let start = body.len();
+        value::write_protocol_value(&mut body, col, v).map_err(|e| err(&col.name, e))?;
+        key_spans[i] = Some((start, body.len()));
+    }
+    body.push(b'}');
+    let kind = ChangeKind::Insert;
+    let position = RowPosition {
+        file: at.file.clone(),
+        pos: at.pos,
+        row,
+        tx_pos: at.pos,
+        gtid: None,
+        ts: at.ts,
+        rows_event: 0,
+        event_row: 0,
+        // A snapshot chunk is acknowledged as a whole, by the boundary that follows it.
+        resumable: false,
+        key_change: false,
+    };
+    finish_record(&mut body, kind, plan, opts, &position, true);
+    let primary_key = want_key.then(|| key_text(plan, &key_spans, &body));
+    Ok(RowChange {
+        schema: plan.schema.clone(),
+        table: plan.table.clone(),
+        kind,
+        body,
+        primary_key,
+        key_names: plan.key_names.clone(),
+        position,
+    })
 }
 
 /// Decodes every row of a ROWS event. `first_row` is the transaction-relative index of its
@@ -455,10 +556,6 @@ pub fn decode_rows(
                 "malformed rows event: a row image holds no bytes".into(),
             ));
         }
-        body.extend_from_slice(b"}, \"type\": \"");
-        body.extend_from_slice(kind.type_name().as_bytes());
-        body.extend_from_slice(b"\", ");
-        body.extend_from_slice(&plan.schema_field);
         let position = RowPosition {
             file: file.clone(),
             pos,
@@ -472,10 +569,7 @@ pub fn decode_rows(
             resumable: true,
             key_change: false,
         };
-        if opts.position {
-            write_position(&mut body, &position);
-        }
-        body.push(b'}');
+        finish_record(&mut body, kind, plan, opts, &position, false);
 
         let primary_key = want_key.then(|| key_text(plan, &key_spans, &body));
         if let (Some(((s, e), old_key)), Some(new_key)) = (before_key.take(), &primary_key) {
@@ -486,18 +580,11 @@ pub fn decode_rows(
                 del.extend_from_slice(&plan.head);
                 del.extend_from_slice(b"\"values\": ");
                 del.extend_from_slice(&body[s..e]);
-                del.extend_from_slice(b"}, \"type\": \"");
-                del.extend_from_slice(ChangeKind::Delete.type_name().as_bytes());
-                del.extend_from_slice(b"\", ");
-                del.extend_from_slice(&plan.schema_field);
                 let position = RowPosition {
                     key_change: true,
                     ..position.clone()
                 };
-                if opts.position {
-                    write_position(&mut del, &position);
-                }
-                del.push(b'}');
+                finish_record(&mut del, ChangeKind::Delete, plan, opts, &position, false);
                 emit(RowChange {
                     schema: plan.schema.clone(),
                     table: plan.table.clone(),

@@ -565,17 +565,36 @@ impl TablePlan {
             (None, None) => Vec::new(),
         };
 
+        let json_columns = types
+            .iter()
+            .filter(|t| **t == ColumnType::MYSQL_TYPE_JSON)
+            .count();
+        Ok(TablePlan::assemble(
+            schema,
+            table,
+            columns,
+            primary_key,
+            json_columns,
+        ))
+    }
+}
+
+impl TablePlan {
+    /// The plan for `columns` with its record head and key names precomputed; shared by the
+    /// binlog path and the snapshot so both write records alike.
+    pub fn assemble(
+        schema: String,
+        table: String,
+        columns: Vec<ColumnPlan>,
+        primary_key: Vec<usize>,
+        json_columns: usize,
+    ) -> TablePlan {
         let mut head = Vec::with_capacity(table.len() + 24);
         head.extend_from_slice(b"{\"table\": ");
         crate::json::write_str(&mut head, &table);
         head.extend_from_slice(b", \"row\": {");
         let mut schema_field = b"\"schema\": ".to_vec();
         crate::json::write_str(&mut schema_field, &schema);
-
-        let json_columns = types
-            .iter()
-            .filter(|t| **t == ColumnType::MYSQL_TYPE_JSON)
-            .count();
         let key_names = (!primary_key.is_empty()).then(|| {
             primary_key
                 .iter()
@@ -583,7 +602,7 @@ impl TablePlan {
                 .collect::<Vec<_>>()
                 .into()
         });
-        Ok(TablePlan {
+        TablePlan {
             key_names,
             schema: schema.into(),
             table: table.into(),
@@ -592,6 +611,11 @@ impl TablePlan {
             head,
             schema_field,
             json_columns,
-        })
+        }
     }
+}
+
+/// `"name": ` for a column, ready to copy into a record.
+pub fn column_key(name: &str) -> Vec<u8> {
+    quoted_key(name)
 }

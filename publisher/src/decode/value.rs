@@ -140,6 +140,94 @@ pub fn write_value(
             ));
         }
     };
+    write_plain(out, col, v)
+}
+
+/// Appends the JSON for a value read by a SELECT over the binary protocol (session time zone
+/// `+00:00`, `character_set_results` NULL so text arrives in the column's own charset), the
+/// same JSON [`write_value`] writes for the binlog's form of it. Only the types whose
+/// protocol form differs from the binlog's are converted here.
+pub fn write_protocol_value(
+    out: &mut Vec<u8>,
+    col: &ColumnPlan,
+    v: &Value,
+) -> Result<(), ValueError> {
+    match (&col.kind, v) {
+        (_, Value::NULL) => out.extend_from_slice(b"null"),
+        // The binlog holds seconds since the epoch; in UTC the server's text is the same instant.
+        (Kind::Timestamp { fsp }, Value::Date(..)) => write_datetime(out, v, *fsp)?,
+        // The snapshot selects a SET as `col+0`: the bitmap as a number.
+        (Kind::Set(_), Value::Int(_) | Value::UInt(_)) => {
+            let bits = int_of(v).unwrap_or(0) as u64;
+            write_plain(out, col, &Value::Bytes(bits.to_le_bytes().to_vec()))?
+        }
+        (Kind::Year, Value::Int(_) | Value::UInt(_)) => {
+            json::write_u64(out, int_of(v).unwrap_or(0).max(0) as u64)
+        }
+        (Kind::Year, Value::Bytes(b)) => {
+            // Text protocol fallback: the year as digits.
+            let y: u64 = std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| format!("bad YEAR {b:?}"))?;
+            json::write_u64(out, y)
+        }
+        // The snapshot selects an ENUM as `col+0` (its index, as in the binlog); a plain
+        // SELECT returns the label.
+        (Kind::Enum(_), Value::Bytes(b)) => {
+            let text = protocol_text(col, b)?;
+            json::write_str(out, &text);
+        }
+        // SELECT returns `a,b` (labels in definition order, which is bit order), the binlog a
+        // bitmap.
+        (Kind::Set(_), Value::Bytes(b)) => {
+            let text = protocol_text(col, b)?;
+            out.push(b'[');
+            for (i, label) in text.split(',').filter(|l| !l.is_empty()).enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                json::write_str(out, label);
+            }
+            out.push(b']');
+        }
+        // MySQL JSON: SELECT returns the document as text.
+        (Kind::JsonBinary, Value::Bytes(b)) => {
+            let doc: serde_json::Value = serde_json::from_slice(b)
+                .map_err(|e| format!("JSON column holds invalid JSON: {e}"))?;
+            json::write_value(out, &doc);
+        }
+        _ => write_plain(out, col, v)?,
+    }
+    Ok(())
+}
+
+/// ENUM/SET labels arrive in the column's charset; the plan keeps it only for text kinds,
+/// so labels are read as UTF-8 (information_schema's form) with a Latin-1 fallback.
+fn protocol_text(_col: &ColumnPlan, b: &[u8]) -> Result<String, ValueError> {
+    match std::str::from_utf8(b) {
+        Ok(t) => Ok(t.to_string()),
+        Err(_) => Ok(b.iter().map(|&c| c as char).collect()),
+    }
+}
+
+fn write_datetime(out: &mut Vec<u8>, v: &Value, fsp: u8) -> Result<(), ValueError> {
+    match v {
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            out.push(b'"');
+            push_date(out, u32::from(*y), u32::from(*mo), u32::from(*d));
+            out.push(b' ');
+            push_hms(out, u32::from(*h), u32::from(*mi), u32::from(*s));
+            push_fraction(out, *us, fsp);
+            out.push(b'"');
+            Ok(())
+        }
+        other => Err(format!("expected a DATETIME, got {other:?}")),
+    }
+}
+
+/// [`write_value`] for a plain (non-JSON-binary) value.
+fn write_plain(out: &mut Vec<u8>, col: &ColumnPlan, v: &Value) -> Result<(), ValueError> {
     match &col.kind {
         Kind::Int { width } => {
             let raw = int_of(v).ok_or_else(|| format!("expected an integer, got {v:?}"))?;
@@ -194,17 +282,7 @@ pub fn write_value(
             }
             other => return Err(format!("expected a DATE, got {other:?}")),
         },
-        Kind::DateTime { fsp } => match v {
-            Value::Date(y, mo, d, h, mi, s, us) => {
-                out.push(b'"');
-                push_date(out, u32::from(*y), u32::from(*mo), u32::from(*d));
-                out.push(b' ');
-                push_hms(out, u32::from(*h), u32::from(*mi), u32::from(*s));
-                push_fraction(out, *us, *fsp);
-                out.push(b'"');
-            }
-            other => return Err(format!("expected a DATETIME, got {other:?}")),
-        },
+        Kind::DateTime { fsp } => write_datetime(out, v, *fsp)?,
         Kind::Timestamp { fsp } => {
             let (secs, micros) = match v {
                 Value::Int(s) => (*s, 0),

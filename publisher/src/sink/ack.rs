@@ -195,6 +195,7 @@ impl AckTracker {
                     .and_then(|b| b.mysql_gtid_set.clone()),
                 event_mark: Some(*mark),
                 event_ts: *ts,
+                snapshot: self.last_boundary.as_ref().and_then(|b| b.snapshot.clone()),
             }),
         }
     }
@@ -229,6 +230,7 @@ mod tests {
             mysql_gtid_set: None,
             event_mark: None,
             event_ts: 7,
+            snapshot: None,
         }
     }
 

@@ -419,7 +419,9 @@ impl Reader {
         let (file, pos, gtid, pending_skip) = match &checkpoint {
             Some(cp) => (cp.file.clone(), cp.pos, None, PendingSkip::of(cp)),
             None => match &cfg.start {
-                StartFrom::Latest => {
+                // A snapshot starts streaming at the current end; the snapshot driver reads the
+                // existing rows and interleaves them (see `snapshot`).
+                StartFrom::Latest | StartFrom::Snapshot => {
                     let (f, p, executed) =
                         preflight::binlog_end(&mut meta, &user, &server.version, server.is_mariadb)
                             .await?;
@@ -534,6 +536,7 @@ impl Reader {
                 mysql_gtid_set: mysql_seed.clone().filter(|s| !s.is_empty()),
                 event_mark: None,
                 event_ts: 0,
+                snapshot: None,
             },
             gtid_state: seed_state.unwrap_or_default(),
             mysql_gtids_complete: mysql_seed.is_some(),
@@ -591,6 +594,7 @@ impl Reader {
             mysql_gtid_set: None,
             event_mark: None,
             event_ts: 0,
+            snapshot: None,
         };
         Reader {
             cfg,
@@ -635,6 +639,22 @@ impl Reader {
         &self.server
     }
 
+    /// The binlog position everything handed on so far ends at, when that is between
+    /// transactions (`None` inside one). A snapshot chunk read at a binlog position is handed
+    /// on once this reaches it (see `snapshot`).
+    pub fn boundary_position(&self) -> Option<(String, u64)> {
+        if self.tx.is_some() {
+            return None;
+        }
+        let read = (self.file.to_string(), self.file_end);
+        let boundary = (self.last_boundary.file.clone(), self.last_boundary.pos);
+        Some(if crate::snapshot::binlog_cmp(&read, &boundary).is_ge() {
+            read
+        } else {
+            boundary
+        })
+    }
+
     /// Where a new dump must start to lose and repeat nothing that was already handed on.
     pub fn resume_point(&self) -> Checkpoint {
         // A prepared XA transaction's rows are only in memory: read it again.
@@ -656,6 +676,7 @@ impl Reader {
                 mysql_gtid_set: self.mysql_checkpoint_set(),
                 event_mark: tx.done.filter(|_| tx.rows > 0),
                 event_ts: self.last_boundary.event_ts,
+                snapshot: None,
             },
             _ => self.last_boundary.clone(),
         }
@@ -1043,6 +1064,7 @@ impl Reader {
             mysql_gtid_set: self.mysql_checkpoint_set(),
             event_mark: None,
             event_ts: ts,
+            snapshot: None,
         };
         self.last_boundary = cp.clone();
         out.push(Item::Commit(self.held_back(cp)));
@@ -1482,6 +1504,7 @@ impl Reader {
                     // A heartbeat means the source has nothing newer: caught up as of now.
                     event_mark: None,
                     event_ts: crate::metrics::now_unix() as u32,
+                    snapshot: None,
                 };
                 self.last_boundary = cp.clone();
                 out.push(Item::Idle(self.held_back(cp)));

@@ -1,0 +1,837 @@
+//! Snapshots: every existing row of the captured tables as a `WriteRowsEvent`, interleaved
+//! with the binlog stream so that per-key order holds and nothing is lost or left stale.
+//!
+//! Tables are read in chunks by key (keyset pagination, the server's collation order). Each
+//! chunk is tied to a binlog position and handed on exactly when the reader has handed on
+//! everything up to it, before any later change:
+//! - consistent snapshot (MariaDB): the chunk is read in a transaction opened `WITH CONSISTENT
+//!   SNAPSHOT`, whose `Binlog_snapshot_position` P is the binlog position its read view
+//!   corresponds to. Its rows are the state at P; changes after P follow them.
+//! - watermark (DBLog; MySQL 8 has no snapshot position): binlog end L before the SELECT, H
+//!   after. Rows whose key changed in the binlog between the previous chunk's L and H are
+//!   dropped (the stream carries their newer state); the rest go out at H. The window starts
+//!   one chunk early so a transaction already in the binlog but not yet committed in the
+//!   engine when the SELECT's read view opened is still caught.
+//!
+//! Progress (tables left, last key) rides in every checkpoint, and a chunk is acknowledged
+//! together with the binlog position it went out at, so a restart resumes after the last
+//! delivered chunk without ever skipping a change the snapshot relied on.
+
+pub mod chunk;
+pub mod plan;
+pub mod progress;
+
+use std::{
+    cmp::Ordering,
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
+
+use mysql_async::{prelude::Queryable, Conn};
+use tracing::{info, warn};
+
+use crate::{
+    decode::{DecodeError, EncodeOptions, RowChange},
+    filter::TableFilter,
+    metrics::Metrics,
+    position::{Checkpoint, SnapshotState, StartFrom},
+    sink::{Sink, SinkError},
+    source::{Item, Reader, SourceAddr, SourceConfig, SourceError},
+};
+
+pub use plan::TableName;
+pub use progress::{Progress, ProgressView, TableProgress};
+
+/// A binlog position: file and offset.
+pub type BinlogPos = (String, u64);
+
+/// Orders binlog positions: files by their numeric suffix (`.000009` < `.000010`, and past
+/// `.999999` too), then offsets.
+pub fn binlog_cmp(a: &BinlogPos, b: &BinlogPos) -> Ordering {
+    let num = |f: &str| {
+        f.rsplit_once('.')
+            .and_then(|(base, n)| n.parse::<u64>().ok().map(|n| (base.to_string(), n)))
+    };
+    let files = match (num(&a.0), num(&b.0)) {
+        (Some((ba, na)), Some((bb, nb))) if ba == bb => na.cmp(&nb),
+        _ => a.0.cmp(&b.0),
+    };
+    files.then(a.1.cmp(&b.1))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ConsistentSnapshot,
+    Watermark,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "consistent-snapshot" => Ok(Method::ConsistentSnapshot),
+            "watermark" => Ok(Method::Watermark),
+            other => Err(format!(
+                "`{other}` is not one of consistent-snapshot, watermark"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::ConsistentSnapshot => "consistent-snapshot",
+            Method::Watermark => "watermark",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// A chunk ends early once its records pass this many bytes.
+    pub chunk_bytes: usize,
+    /// `None`: consistent snapshot on MariaDB, watermark on MySQL.
+    pub method: Option<Method>,
+    /// On demand: re-snapshot these tables once, under `request_id`.
+    pub tables: Vec<TableName>,
+    pub request_id: Option<String>,
+    /// Shared with whoever reports status (the Kubernetes status writer).
+    pub progress: Progress,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            chunk_rows: 10_000,
+            chunk_bytes: 8 << 20,
+            method: None,
+            tables: Vec::new(),
+            request_id: None,
+            progress: Progress::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot of {table}: {message}")]
+    Query {
+        table: String,
+        message: String,
+        code: Option<u16>,
+    },
+    #[error("snapshot: {0}")]
+    Db(Box<mysql_async::Error>),
+    #[error("snapshot: {0}")]
+    Source(Box<SourceError>),
+    #[error(transparent)]
+    Decode(Box<DecodeError>),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("snapshot of {table}: the user lacks the SELECT privilege ({message}); GRANT SELECT ON {table} to it, or leave the table out of the snapshot")]
+    NoSelect { table: String, message: String },
+    #[error("snapshot of {table}: key column `{column}` has type {data_type}, which cannot be paged by (snapshots need a primary or unique NOT NULL key of orderable columns; exclude the table or change its key)")]
+    Unorderable {
+        table: String,
+        column: String,
+        data_type: String,
+    },
+    #[error("snapshot of {table}, column `{column}`: {reason}")]
+    Unsupported {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("snapshot of {table}: stored key {key} does not fit the table's key (was the key changed? start a new snapshot request)")]
+    BadKey { table: String, key: String },
+    #[error("snapshot of {table}: the table changed while its plan was read")]
+    Changed { table: String },
+    #[error("snapshot: the source reports no Binlog_snapshot_file/position (needs MariaDB or Percona Server); use --snapshot-method watermark")]
+    NoSnapshotPosition,
+}
+
+impl SnapshotError {
+    fn query(table: &TableName, e: mysql_async::Error) -> SnapshotError {
+        let code = match &e {
+            mysql_async::Error::Server(s) => Some(s.code),
+            _ => None,
+        };
+        if let (Some(1142), mysql_async::Error::Server(s)) = (code, &e) {
+            return SnapshotError::NoSelect {
+                table: table.to_string(),
+                message: s.message.clone(),
+            };
+        }
+        SnapshotError::Query {
+            table: table.to_string(),
+            message: e.to_string(),
+            code,
+        }
+    }
+
+    fn code(&self) -> Option<u16> {
+        match self {
+            SnapshotError::Query { code, .. } => *code,
+            SnapshotError::Db(e) => match e.as_ref() {
+                mysql_async::Error::Server(s) => Some(s.code),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A lost or killed connection: reconnecting and reading the chunk again cures it.
+    fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Db(e) => matches!(
+                e.as_ref(),
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+            ),
+            SnapshotError::Query { code: None, .. } => true,
+            SnapshotError::Source(e) => e.is_transient(),
+            _ => matches!(
+                self.code(),
+                Some(1053 | 2006 | 2013 | 1317 | 1927 | 1213 | 1205)
+            ),
+        }
+    }
+}
+
+/// How many completed request ids a checkpoint keeps.
+const KEEP_COMPLETED: usize = 16;
+/// The request id of `--start snapshot`.
+pub const INITIAL: &str = "initial";
+
+/// The table being read.
+struct Current {
+    name: TableName,
+    plan: Arc<plan::SnapshotPlan>,
+}
+
+pub struct Driver {
+    addr: SourceAddr,
+    conn: Option<Conn>,
+    opts: SnapshotOptions,
+    method: Method,
+    encode: EncodeOptions,
+    user: String,
+    version: String,
+    is_mariadb: bool,
+    /// Progress as handed on: what the next boundary records.
+    state: SnapshotState,
+    /// An on-demand request waiting for the running snapshot to finish.
+    queued: Option<(String, Vec<String>)>,
+    current: Option<Current>,
+    chunk: Option<chunk::Chunk>,
+    /// A one-pass table whose read view is open, waiting for the reader to reach it.
+    one_pass_at: Option<BinlogPos>,
+    /// Adapted down when the byte bound cuts chunks.
+    limit: usize,
+    /// Watermark: the window's start, and keys of the current table changed since, with the
+    /// position of the change.
+    window_from: Option<BinlogPos>,
+    changes: VecDeque<(BinlogPos, String)>,
+    reporter: progress::Reporter,
+    /// Set once a table's start has been reported (cleared when it finishes).
+    table_reported: bool,
+    /// Initial snapshot: tables without a key whose rows have not gone out yet. Their row
+    /// changes before that are left out of the stream: the rows (the state at the read
+    /// view's position) already hold them, and a consumer without a key could not apply a
+    /// change to a row it does not have yet without duplicating it.
+    suppress: HashSet<(String, String)>,
+}
+
+fn is_system_schema(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "mysql" | "information_schema" | "performance_schema" | "sys"
+    )
+}
+
+/// Tables without a primary or unique key (read in one pass).
+async fn keyless_tables(conn: &mut Conn) -> Result<HashSet<(String, String)>, SnapshotError> {
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t \
+             WHERE t.TABLE_TYPE = 'BASE TABLE' AND NOT EXISTS (SELECT 1 FROM \
+             information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
+             AND s.TABLE_NAME = t.TABLE_NAME AND s.NON_UNIQUE = 0)",
+        )
+        .await
+        .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The base tables the filter captures, in name order.
+async fn captured_tables(
+    conn: &mut Conn,
+    filter: &TableFilter,
+) -> Result<Vec<String>, SnapshotError> {
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .await
+        .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(s, t)| !is_system_schema(s) && filter.captures(s, t))
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect())
+}
+
+impl Driver {
+    /// The snapshot work this start implies, if any: resuming one a checkpoint records as
+    /// running, the initial one of `--start snapshot` (no checkpoint yet), and an on-demand
+    /// request whose id the checkpoint does not record as done. `None` when there is
+    /// nothing to read and nothing to keep recording.
+    pub async fn start(
+        cfg: &SourceConfig,
+        reader: &Reader,
+        checkpoint: Option<&Checkpoint>,
+        opts: SnapshotOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Driver>, SnapshotError> {
+        let progress = opts.progress.clone();
+        let server = reader.server();
+        let prior = checkpoint.and_then(|c| c.snapshot.as_deref().cloned());
+        let initial = checkpoint.is_none() && cfg.start == StartFrom::Snapshot;
+        let wants_request = opts
+            .request_id
+            .as_ref()
+            .filter(|id| {
+                !prior.as_ref().is_some_and(|p| {
+                    p.completed.iter().any(|c| c == *id) || (p.running() && &p.request_id == *id)
+                })
+            })
+            .cloned();
+        if prior.is_none() && !initial && wants_request.is_none() {
+            return Ok(None);
+        }
+        let method = opts.method.unwrap_or(if server.is_mariadb {
+            Method::ConsistentSnapshot
+        } else {
+            Method::Watermark
+        });
+        let mut conn = cfg
+            .addr
+            .connect()
+            .await
+            .map_err(|e| SnapshotError::Source(Box::new(e)))?;
+        chunk::prepare_session(&mut conn)
+            .await
+            .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+        let mut state = prior.unwrap_or(SnapshotState {
+            request_id: String::new(),
+            pending: Vec::new(),
+            last_key: None,
+            table_rows: 0,
+            tables_done: 0,
+            completed: Vec::new(),
+        });
+        let mut queued = None;
+        if initial {
+            state.request_id = INITIAL.into();
+            state.pending = captured_tables(&mut conn, &cfg.filter).await?;
+        }
+        if let Some(id) = wants_request {
+            let tables: Vec<String> = opts.tables.iter().map(|t| t.to_string()).collect();
+            if state.running() {
+                info!(request_id = %id, running = %state.request_id, "snapshot request waits for the running snapshot to finish");
+                queued = Some((id, tables));
+            } else {
+                state.request_id = id;
+                state.pending = tables;
+                state.last_key = None;
+                state.table_rows = 0;
+                state.tables_done = 0;
+            }
+        }
+        let mut suppress = HashSet::new();
+        if state.request_id == INITIAL && state.running() {
+            let keyless = keyless_tables(&mut conn).await?;
+            // The table being read when a one-pass table was interrupted is read again whole;
+            // its rows already delivered are delivered again (documented).
+            for t in &state.pending {
+                if let Ok(n) = t.parse::<TableName>() {
+                    if keyless.contains(&(n.schema.clone(), n.table.clone())) {
+                        suppress.insert((n.schema, n.table));
+                    }
+                }
+            }
+        }
+        let mut reporter = progress::Reporter::new(metrics, progress);
+        if state.running() {
+            reporter.begin(
+                &state.request_id,
+                &method.to_string(),
+                &state.pending,
+                state.table_rows,
+            );
+        }
+        let limit = opts.chunk_rows.max(1);
+        Ok(Some(Driver {
+            addr: cfg.addr.clone(),
+            conn: Some(conn),
+            method,
+            encode: cfg.encode,
+            user: cfg.addr.user(),
+            version: server.version.clone(),
+            is_mariadb: server.is_mariadb,
+            opts,
+            state,
+            queued,
+            current: None,
+            chunk: None,
+            one_pass_at: None,
+            limit,
+            window_from: reader.boundary_position(),
+            changes: VecDeque::new(),
+            reporter,
+            table_reported: false,
+            suppress,
+        }))
+    }
+
+    pub fn state(&self) -> &SnapshotState {
+        &self.state
+    }
+
+    pub fn running(&self) -> bool {
+        self.state.running()
+    }
+
+    /// Sees what the reader hands on before it goes to the sink: every boundary records the
+    /// snapshot's progress, and with watermarks, changes of the table being read are noted.
+    /// Puts the snapshot's progress into `cp` (the first checkpoint, stored before any item).
+    pub fn stamp(&self, cp: &mut Checkpoint) {
+        cp.snapshot = Some(Box::new(self.state.clone()));
+    }
+
+    pub fn observe(&mut self, items: &mut Vec<Item>) {
+        if !self.suppress.is_empty() {
+            items.retain(|i| match i {
+                Item::Row(r) => !self
+                    .suppress
+                    .contains(&(r.schema.to_string(), r.table.to_string())),
+                _ => true,
+            });
+        }
+        let watch = self.method == Method::Watermark && self.current.is_some();
+        for item in items.iter_mut() {
+            match item {
+                Item::Commit(cp) | Item::Idle(cp) => {
+                    cp.snapshot = Some(Box::new(self.state.clone()))
+                }
+                Item::Row(r) if watch => self.note_change(r),
+                Item::Row(_) => {}
+            }
+        }
+    }
+
+    fn note_change(&mut self, r: &RowChange) {
+        let Some(cur) = &self.current else { return };
+        if *r.schema != *cur.name.schema || *r.table != *cur.name.table {
+            return;
+        }
+        let at = (r.position.file.to_string(), r.position.pos);
+        for key in keys_in_record(&cur.plan, &r.body) {
+            self.changes.push_back((at.clone(), key));
+        }
+    }
+
+    fn reached(reader: &Reader, at: &BinlogPos) -> bool {
+        reader
+            .boundary_position()
+            .is_some_and(|p| binlog_cmp(&p, at).is_ge())
+    }
+
+    /// True when [`Driver::step`] has work that needs no more binlog first.
+    pub fn ready(&self, reader: &Reader) -> bool {
+        if !self.state.running() {
+            return false;
+        }
+        if let Some(at) = &self.one_pass_at {
+            return Self::reached(reader, at);
+        }
+        match &self.chunk {
+            None => true,
+            Some(c) => Self::reached(reader, &c.at),
+        }
+    }
+
+    /// Hands on a chunk that is due (rows, then a boundary carrying the progress), or reads
+    /// the next one. One-pass tables write straight to `sink`; the newest checkpoint the
+    /// sink reported meanwhile is returned for storing.
+    pub async fn step<S: Sink>(
+        &mut self,
+        reader: &Reader,
+        sink: &mut S,
+        items: &mut Vec<Item>,
+    ) -> Result<Option<Checkpoint>, SnapshotError> {
+        if self.one_pass_at.is_some() {
+            return self.one_pass(reader, sink, items).await;
+        }
+        if let Some(c) = self.chunk.take() {
+            if Self::reached(reader, &c.at) {
+                self.emit(c, reader, items);
+                return Ok(None);
+            }
+            self.chunk = Some(c);
+            return Ok(None);
+        }
+        let mut attempt = 0;
+        let chunk = loop {
+            attempt += 1;
+            match self.read_next(reader).await {
+                Ok(c) => break c,
+                Err(e)
+                    if attempt < 5
+                        && (e.is_transient() || matches!(e.code(), Some(1412 | 1054))) =>
+                {
+                    // 1412/1054: the table was altered since the plan was read; a fresh plan
+                    // and the same key continue it.
+                    warn!(error = %e, attempt, "snapshot chunk failed; reading it again");
+                    self.current = None;
+                    if e.is_transient() {
+                        self.conn = None;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match chunk {
+            Next::Chunk(c) => {
+                if Self::reached(reader, &c.at) {
+                    self.emit(c, reader, items);
+                } else {
+                    self.chunk = Some(c);
+                }
+            }
+            Next::Skipped => self.boundary(reader, items),
+            Next::OnePassOpened => {}
+        }
+        Ok(None)
+    }
+
+    async fn conn(&mut self) -> Result<&mut Conn, SnapshotError> {
+        if self.conn.is_none() {
+            let mut c = self
+                .addr
+                .connect()
+                .await
+                .map_err(|e| SnapshotError::Source(Box::new(e)))?;
+            chunk::prepare_session(&mut c)
+                .await
+                .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    async fn read_next(&mut self, _reader: &Reader) -> Result<Next, SnapshotError> {
+        let Some(table) = self.state.pending.first().cloned() else {
+            return Ok(Next::Skipped);
+        };
+        let name: TableName = match table.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                self.table_done(true);
+                return Ok(Next::Skipped);
+            }
+        };
+        let is_mariadb = self.is_mariadb;
+        // The plan is read again for every chunk, so a DDL between chunks is picked up and
+        // the next chunk continues from the last key under the new columns.
+        let loaded = plan::load(self.conn().await?, &name, is_mariadb).await?;
+        let Some(plan) = loaded else {
+            self.table_done(true);
+            return Ok(Next::Skipped);
+        };
+        let plan = Arc::new(plan);
+        let key_label = match &plan.paging {
+            plan::Paging::Key { index, .. } => index.clone(),
+            plan::Paging::OnePass => "one pass".into(),
+        };
+        if !self.table_reported {
+            self.table_reported = true;
+            self.reporter.table_started(
+                &table,
+                &key_label,
+                plan.estimated_rows,
+                self.state.table_rows,
+            );
+        }
+        self.current = Some(Current {
+            name: name.clone(),
+            plan: plan.clone(),
+        });
+        if plan.paging == plan::Paging::OnePass {
+            let at = self.open_one_pass().await?;
+            self.one_pass_at = Some(at);
+            return Ok(Next::OnePassOpened);
+        }
+        let user = self.user.clone();
+        let version = self.version.clone();
+        let after = self.state.last_key.clone();
+        let reading = chunk::Reading {
+            plan: &plan,
+            after: after.as_ref(),
+            limit: self.limit,
+            max_bytes: self.opts.chunk_bytes,
+            encode: self.encode,
+            method: self.method,
+            user: &user,
+            version: &version,
+            is_mariadb,
+            first_row: self.state.table_rows,
+        };
+        let c = chunk::read(self.conn().await?, reading).await?;
+        if c.cut {
+            // Rows past the byte bound were read and dropped: ask for fewer next time.
+            self.limit = c.rows.len().max(1);
+        }
+        Ok(Next::Chunk(c))
+    }
+
+    /// Opens the read view a one-pass table is read in and returns the position the reader
+    /// must reach first.
+    async fn open_one_pass(&mut self) -> Result<BinlogPos, SnapshotError> {
+        let (user, version, is_mariadb, method) = (
+            self.user.clone(),
+            self.version.clone(),
+            self.is_mariadb,
+            self.method,
+        );
+        let conn = self.conn().await?;
+        match method {
+            Method::ConsistentSnapshot => chunk::open_consistent(conn).await,
+            Method::Watermark => {
+                // No snapshot position: the read view opens between L and H, so changes in
+                // that short window may be in the rows and in the stream (documented).
+                let end = crate::source::preflight::binlog_end;
+                let low = end(conn, &user, &version, is_mariadb)
+                    .await
+                    .map_err(|e| SnapshotError::Source(Box::new(e)))?;
+                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    .await
+                    .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+                let high = end(conn, &user, &version, is_mariadb)
+                    .await
+                    .map_err(|e| SnapshotError::Source(Box::new(e)))?;
+                if (low.0.as_str(), low.1) != (high.0.as_str(), high.1) {
+                    warn!("snapshot: binlog moved while a one-pass read view opened; changes in that instant may appear twice");
+                }
+                Ok((high.0, high.1))
+            }
+        }
+    }
+
+    /// Streams a one-pass table to the sink while the binlog waits (the read view is at the
+    /// reader's position), then hands on the boundary that records it done.
+    async fn one_pass<S: Sink>(
+        &mut self,
+        reader: &Reader,
+        sink: &mut S,
+        items: &mut Vec<Item>,
+    ) -> Result<Option<Checkpoint>, SnapshotError> {
+        let at = self.one_pass_at.take().expect("one pass open");
+        let cur = self.current.as_ref().expect("plan loaded");
+        let plan = cur.plan.clone();
+        let table = cur.name.to_string();
+        let snap_at = crate::decode::SnapshotAt {
+            file: Arc::from(at.0.as_str()),
+            pos: at.1,
+            ts: crate::metrics::now_unix() as u32,
+        };
+        let encode = self.encode;
+        let mut flushed = None;
+        let mut rows = 0u64;
+        let mut batch = 0u64;
+        let conn = self.conn.as_mut().expect("read view open");
+        let q = |e| SnapshotError::query(&plan.name, e);
+        let result: Result<(), SnapshotError> = async {
+            let mut res = conn.exec_iter(plan.full_sql(), ()).await.map_err(q)?;
+            while let Some(row) = res.next().await.map_err(q)? {
+                let values = mysql_async::Row::unwrap(row);
+                let change = crate::decode::encode_snapshot_row(
+                    &plan.record,
+                    &values,
+                    encode,
+                    &snap_at,
+                    rows,
+                )
+                .map_err(SnapshotError::Decode)?;
+                sink.write_row(change).await?;
+                rows += 1;
+                batch += 1;
+                if batch == 10_000 {
+                    batch = 0;
+                    if let Some(cp) = sink.flush().await? {
+                        flushed = Some(cp);
+                    }
+                    self.reporter.rows(&table, 10_000, rows);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = conn.query_drop("COMMIT").await;
+        result?;
+        self.reporter.rows(&table, batch, rows);
+        self.state.table_rows = rows;
+        self.table_done(false);
+        self.boundary(reader, items);
+        Ok(flushed)
+    }
+
+    fn emit(&mut self, c: chunk::Chunk, reader: &Reader, items: &mut Vec<Item>) {
+        let Some(cur) = &self.current else { return };
+        let table = cur.name.to_string();
+        let mut rows = c.rows;
+        if self.method == Method::Watermark {
+            let from = self.window_from.clone();
+            let changed: std::collections::HashSet<&str> = self
+                .changes
+                .iter()
+                .filter(|(at, _)| from.as_ref().is_none_or(|f| binlog_cmp(at, f).is_gt()))
+                .map(|(_, k)| k.as_str())
+                .collect();
+            if !changed.is_empty() {
+                let before = rows.len();
+                rows.retain(|r| {
+                    keys_in_record(&cur.plan, &r.body)
+                        .first()
+                        .is_none_or(|k| !changed.contains(k.as_str()))
+                });
+                tracing::debug!(
+                    table,
+                    dropped = before - rows.len(),
+                    "snapshot: rows changed in the watermark window left to the stream"
+                );
+            }
+            // The next chunk's window starts at this chunk's low watermark.
+            if let Some(low) = c.low.clone() {
+                while self
+                    .changes
+                    .front()
+                    .is_some_and(|(at, _)| binlog_cmp(at, &low).is_le())
+                {
+                    self.changes.pop_front();
+                }
+                self.window_from = Some(low);
+            }
+        }
+        let n = rows.len() as u64;
+        items.extend(rows.into_iter().map(Item::Row));
+        self.state.table_rows += n;
+        self.reporter.rows(&table, n, self.state.table_rows);
+        if c.last {
+            self.table_done(false);
+        } else {
+            self.state.last_key = c.last_key;
+        }
+        self.boundary(reader, items);
+    }
+
+    /// The boundary after a chunk: the reader's position (at or past the chunk's) with the
+    /// progress that includes it.
+    fn boundary(&mut self, reader: &Reader, items: &mut Vec<Item>) {
+        let mut cp = reader.resume_point();
+        cp.snapshot = Some(Box::new(self.state.clone()));
+        items.push(Item::Idle(cp));
+    }
+
+    fn table_done(&mut self, skipped: bool) {
+        if self.state.pending.is_empty() {
+            return;
+        }
+        let table = self.state.pending.remove(0);
+        if let Ok(n) = table.parse::<TableName>() {
+            self.suppress.remove(&(n.schema, n.table));
+        }
+        self.reporter
+            .table_finished(&table, self.state.table_rows, skipped);
+        self.state.tables_done += u64::from(!skipped);
+        self.state.last_key = None;
+        self.state.table_rows = 0;
+        self.current = None;
+        self.table_reported = false;
+        self.changes.clear();
+        if self.state.pending.is_empty() {
+            let id = self.state.request_id.clone();
+            self.state.completed.push(id.clone());
+            let extra = self.state.completed.len().saturating_sub(KEEP_COMPLETED);
+            self.state.completed.drain(..extra);
+            self.state.tables_done = 0;
+            self.reporter.finished(&id);
+            if let Some((id, tables)) = self.queued.take() {
+                self.state.request_id = id.clone();
+                self.state.pending = tables;
+                self.reporter
+                    .begin(&id, &self.method.to_string(), &self.state.pending, 0);
+            }
+        }
+    }
+}
+
+enum Next {
+    Chunk(chunk::Chunk),
+    /// The table was dropped (or nothing was left): a boundary records it.
+    Skipped,
+    OnePassOpened,
+}
+
+/// The paging-key values of the row images in a record, as canonical JSON arrays: an
+/// insert's or delete's row, an update's before and after rows.
+fn keys_in_record(plan: &plan::SnapshotPlan, body: &[u8]) -> Vec<String> {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let row = &doc["row"];
+    let key_names: Vec<&str> = plan
+        .key_columns()
+        .iter()
+        .map(|&k| plan.record.columns[k].name.as_str())
+        .collect();
+    ["values", "before_values", "after_values"]
+        .iter()
+        .filter_map(|image| row.get(image))
+        .map(|img| {
+            let vals: Vec<serde_json::Value> = key_names
+                .iter()
+                .map(|n| img.get(*n).cloned().unwrap_or(serde_json::Value::Null))
+                .collect();
+            serde_json::Value::Array(vals).to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binlog_positions_order_by_file_number_then_offset() {
+        let p = |f: &str, o| (f.to_string(), o);
+        assert!(binlog_cmp(&p("b.000009", 900), &p("b.000010", 4)).is_lt());
+        assert!(binlog_cmp(&p("b.999999", 900), &p("b.1000000", 4)).is_lt());
+        assert!(binlog_cmp(&p("b.000010", 4), &p("b.000010", 4)).is_eq());
+        assert!(binlog_cmp(&p("b.000010", 5), &p("b.000010", 4)).is_gt());
+    }
+
+    #[test]
+    fn methods_parse() {
+        assert_eq!("watermark".parse(), Ok(Method::Watermark));
+        assert_eq!(
+            "consistent-snapshot".parse(),
+            Ok(Method::ConsistentSnapshot)
+        );
+        assert!("lock".parse::<Method>().is_err());
+    }
+}
