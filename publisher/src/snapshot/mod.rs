@@ -210,6 +210,8 @@ pub const INITIAL: &str = "initial";
 struct Current {
     name: TableName,
     plan: Arc<plan::SnapshotPlan>,
+    /// The reader's schema generation when the plan was read.
+    schema_gen: u64,
 }
 
 pub struct Driver {
@@ -478,6 +480,12 @@ impl Driver {
             return self.one_pass(reader, sink, items).await;
         }
         if let Some(c) = self.chunk.take() {
+            if self.current.as_ref().map(|c| c.schema_gen) != Some(reader.schema_generation()) {
+                // A DDL went by before the chunk's position: its rows may lack a column the
+                // stream now has. Read it again under a fresh plan.
+                self.invalidate_plan();
+                return Ok(None);
+            }
             if Self::reached(reader, &c.at) {
                 self.emit(c, reader, items);
                 return Ok(None);
@@ -492,12 +500,12 @@ impl Driver {
                 Ok(c) => break c,
                 Err(e)
                     if attempt < 5
-                        && (e.is_transient() || matches!(e.code(), Some(1412 | 1054))) =>
+                        && (e.is_transient() || matches!(e.code(), Some(1412 | 1054 | 1146))) =>
                 {
                     // 1412/1054: the table was altered since the plan was read; a fresh plan
-                    // and the same key continue it.
+                    // and the same key continue it. 1146: dropped; the fresh plan says so.
                     warn!(error = %e, attempt, "snapshot chunk failed; reading it again");
-                    self.current = None;
+                    self.invalidate_plan();
                     if e.is_transient() {
                         self.conn = None;
                     }
@@ -519,6 +527,14 @@ impl Driver {
         Ok(None)
     }
 
+    /// Makes the next chunk read the table's plan again. The table stays current, so the
+    /// watermark window keeps noting its changes meanwhile.
+    fn invalidate_plan(&mut self) {
+        if let Some(c) = self.current.as_mut() {
+            c.schema_gen = u64::MAX;
+        }
+    }
+
     async fn conn(&mut self) -> Result<&mut Conn, SnapshotError> {
         if self.conn.is_none() {
             let mut c = self
@@ -534,7 +550,7 @@ impl Driver {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    async fn read_next(&mut self, _reader: &Reader) -> Result<Next, SnapshotError> {
+    async fn read_next(&mut self, reader: &Reader) -> Result<Next, SnapshotError> {
         let Some(table) = self.state.pending.first().cloned() else {
             return Ok(Next::Skipped);
         };
@@ -546,14 +562,27 @@ impl Driver {
             }
         };
         let is_mariadb = self.is_mariadb;
-        // The plan is read again for every chunk, so a DDL between chunks is picked up and
-        // the next chunk continues from the last key under the new columns.
-        let loaded = plan::load(self.conn().await?, &name, is_mariadb).await?;
-        let Some(plan) = loaded else {
-            self.table_done(true);
-            return Ok(Next::Skipped);
+        // The plan is read once per table, and again after a DDL went by in the stream (or a
+        // chunk failed because the table changed), so the next chunk continues from the last
+        // key under the new columns.
+        let gen = reader.schema_generation();
+        let plan = match &self.current {
+            Some(c) if c.name == name && c.schema_gen == gen => c.plan.clone(),
+            _ => {
+                let loaded = plan::load(self.conn().await?, &name, is_mariadb).await?;
+                let Some(plan) = loaded else {
+                    self.table_done(true);
+                    return Ok(Next::Skipped);
+                };
+                let plan = Arc::new(plan);
+                self.current = Some(Current {
+                    name: name.clone(),
+                    plan: plan.clone(),
+                    schema_gen: gen,
+                });
+                plan
+            }
         };
-        let plan = Arc::new(plan);
         let key_label = match &plan.paging {
             plan::Paging::Key { index, .. } => index.clone(),
             plan::Paging::OnePass => "one pass".into(),
@@ -567,10 +596,6 @@ impl Driver {
                 self.state.table_rows,
             );
         }
-        self.current = Some(Current {
-            name: name.clone(),
-            plan: plan.clone(),
-        });
         if plan.paging == plan::Paging::OnePass {
             let at = self.open_one_pass().await?;
             self.one_pass_at = Some(at);

@@ -655,6 +655,12 @@ impl Reader {
         })
     }
 
+    /// Counts the DDL the reader has handed on past; a snapshot re-reads a table's plan when
+    /// it moves.
+    pub fn schema_generation(&self) -> u64 {
+        self.schema_gen
+    }
+
     /// Where a new dump must start to lose and repeat nothing that was already handed on.
     pub fn resume_point(&self) -> Checkpoint {
         // A prepared XA transaction's rows are only in memory: read it again.
