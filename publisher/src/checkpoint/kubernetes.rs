@@ -731,7 +731,8 @@ mod tests {
             gtid_state: None,
             mysql_gtid_set: None,
             event_ts: 0,
-            event_mark: None,            snapshot: None,
+            event_mark: None,
+            snapshot: None,
         }
     }
 
