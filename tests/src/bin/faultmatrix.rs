@@ -64,6 +64,7 @@ fn settings(a: &Args) -> Settings {
             .map(PathBuf::from)
             .unwrap_or_else(default_publisher),
         seed: a.num("--seed", rand::random::<u32>() as u64),
+        require_inside_big: full,
         kill_trials: a.num("--kill-trials", pick(20, 3)),
         term_trials: a.num("--term-trials", pick(10, 2)),
         steps: a.num("--steps", pick(3000, 300)),

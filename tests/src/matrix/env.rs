@@ -26,6 +26,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bin: PathBuf,
+    /// A trial must catch the publisher inside the large transaction (full size).
+    pub require_inside_big: bool,
     pub seed: u64,
     pub kill_trials: u64,
     pub term_trials: u64,
