@@ -100,6 +100,12 @@ pub struct ChannelSink {
     pending: Option<Checkpoint>,
 }
 
+impl ChannelSink {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<RowChange>) -> ChannelSink {
+        ChannelSink { tx, pending: None }
+    }
+}
+
 impl Sink for ChannelSink {
     async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
         self.tx

@@ -9,7 +9,7 @@ use std::{
 };
 
 use binlogstream_tests::{
-    capture::config,
+    capture::{config, ChannelSink},
     mariadb::{MariaDb, Metadata},
     tcp_proxy::{ProxyMode, TcpProxy},
 };
@@ -17,33 +17,9 @@ use publisher::{
     decode::RowChange,
     metrics::Metrics,
     pipeline::{PipelineError, PipelineOptions, Summary},
-    position::{Checkpoint, StartFrom},
-    sink::{Sink, SinkError},
+    position::StartFrom,
     source::{Reader, SourceAddr, SourceConfig},
 };
-
-/// Hands rows to the test as they arrive; every boundary is acknowledged at once.
-struct ChannelSink {
-    tx: tokio::sync::mpsc::UnboundedSender<RowChange>,
-    pending: Option<Checkpoint>,
-}
-
-impl Sink for ChannelSink {
-    async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
-        self.tx
-            .send(row)
-            .map_err(|_| SinkError::Fatal("test receiver dropped".into()))
-    }
-
-    async fn boundary(&mut self, cp: Checkpoint) -> Result<(), SinkError> {
-        self.pending = Some(cp);
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<Option<Checkpoint>, SinkError> {
-        Ok(self.pending.take())
-    }
-}
 
 type RunResult = Result<Summary, PipelineError>;
 
@@ -67,7 +43,7 @@ impl Follower {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let mut sink = ChannelSink { tx, pending: None };
+            let mut sink = ChannelSink::new(tx);
             let mut store = publisher::checkpoint::NoCheckpoint;
             publisher::pipeline::run(reader, &mut sink, &mut store, &opts, async {
                 let _ = stopped.await;
