@@ -111,6 +111,13 @@ impl Kinesalite {
             .send()
             .await
             .expect("create stream");
+        self.wait_active(name).await;
+    }
+
+    /// Waits (at most 20 s) until `name` is ACTIVE: after a create, split or merge.
+    pub async fn wait_active(&self, name: &str) {
+        let client = self.client().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let d = client
                 .describe_stream_summary()
@@ -122,8 +129,12 @@ impl Kinesalite {
                 .map(|s| s.stream_status().as_str())
                 == Some("ACTIVE")
             {
-                break;
+                return;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stream {name} not ACTIVE within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

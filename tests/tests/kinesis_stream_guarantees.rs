@@ -522,27 +522,6 @@ async fn open_shards(kinesalite: &Kinesalite, stream: &str) -> Vec<(String, u128
     open
 }
 
-async fn wait_active(kinesalite: &Kinesalite, stream: &str) {
-    let client = kinesalite.client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("describe");
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stream not ACTIVE again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `count` inserts from `from` and an update of `updates` of them, in transactions of ten.
 async fn rows_in_tens(db: &MariaDb, from: usize, count: usize, updates: usize, n: i64) {
     for chunk in (0..count).step_by(50) {
@@ -603,7 +582,7 @@ async fn aggregates_survive_split_and_merge_for_kcl_readers() {
         .send()
         .await
         .expect("split");
-    wait_active(&kinesalite, stream).await;
+    kinesalite.wait_active(stream).await;
     // One large rows event first: the aggregates it fills for the split shard hold keys of
     // both children.
     big_insert(&db, 10_001).await;
@@ -622,7 +601,7 @@ async fn aggregates_survive_split_and_merge_for_kcl_readers() {
         .send()
         .await
         .expect("merge");
-    wait_active(&kinesalite, stream).await;
+    kinesalite.wait_active(stream).await;
     big_insert(&db, 20_001).await;
     rows_in_tens(&db, 3_001, 1_500, 1_000, 2).await;
     let expected_rows = 4_500 + 2_000 + 1_000;
