@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod controller;
-pub mod crd;
+/// The resource types live in the shared API crate; re-exported so `operator::crd` stays.
+pub use binlogstream_api::crd;
 pub mod metrics;
 pub mod reconcile;

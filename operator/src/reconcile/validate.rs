@@ -1,6 +1,12 @@
 //! Spec checks the schema cannot express (Kubernetes 1.20 has no CEL). Each failure names
 //! the field and what is wrong.
 
+use binlogstream_api::{
+    output::{Oversize, PartitionKey},
+    pattern::Pattern,
+    start::StartFrom,
+};
+
 use crate::crd::{BinlogStreamSpec, TlsMode, TlsSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,49 +23,20 @@ fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     }
 }
 
+// The grammars are the publisher's own (binlogstream-api): the operator refuses exactly what
+// the publisher would refuse at start, with the same reason.
+
 fn check_pattern(field: &str, p: &str) -> Result<(), Invalid> {
-    match p.split_once('.') {
-        Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => Ok(()),
-        _ => Err(invalid(
-            field,
-            format!("`{p}` is not SCHEMA.TABLE (either part may use `*`)"),
-        )),
-    }
+    p.parse::<Pattern>()
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
 fn check_start(start: &str) -> Result<(), Invalid> {
-    let field = "spec.start";
-    match start {
-        "latest" | "earliest" => Ok(()),
-        s if s.starts_with("gtid:") => {
-            let set = &s[5..];
-            let ok = !set.is_empty()
-                && set.split(',').all(|g| {
-                    let parts: Vec<&str> = g.trim().split('-').collect();
-                    parts.len() == 3
-                        && parts
-                            .iter()
-                            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-                });
-            if ok {
-                Ok(())
-            } else {
-                Err(invalid(
-                    field,
-                    format!("`{s}` is not gtid:DOMAIN-SERVER-SEQ[,...]"),
-                ))
-            }
-        }
-        s => match s.rsplit_once(':') {
-            Some((file, pos)) if !file.is_empty() && pos.parse::<u64>().is_ok_and(|p| p >= 4) => {
-                Ok(())
-            }
-            _ => Err(invalid(
-                field,
-                format!("`{s}` is not latest, earliest, FILE:POS (POS >= 4) or gtid:SET"),
-            )),
-        },
-    }
+    start
+        .parse::<StartFrom>()
+        .map(|_| ())
+        .map_err(|e| invalid("spec.start", e.to_string()))
 }
 
 /// The publisher's rules (`publisher/src/source/tls.rs`), checked here so a wrong spec is
@@ -172,17 +149,8 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
         ));
     }
     if let Some(pk) = &t.partition_key {
-        let ok = pk == "primary-key"
-            || pk == "table"
-            || pk
-                .strip_prefix("constant:")
-                .is_some_and(|v| !v.is_empty() && v.chars().count() <= 256);
-        if !ok {
-            return Err(invalid(
-                "spec.target.partitionKey",
-                format!("`{pk}` is not primary-key, table or constant:VALUE"),
-            ));
-        }
+        pk.parse::<PartitionKey>()
+            .map_err(|e| invalid("spec.target.partitionKey", e))?;
     }
     if let Some(e) = &t.endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
@@ -196,12 +164,8 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
         check_start(start)?;
     }
     if let Some(o) = &spec.output.oversize {
-        if !matches!(o.as_str(), "fail" | "skip" | "key-only") {
-            return Err(invalid(
-                "spec.output.oversize",
-                format!("`{o}` is not fail, skip or key-only"),
-            ));
-        }
+        o.parse::<Oversize>()
+            .map_err(|e| invalid("spec.output.oversize", e))?;
     }
     if spec.lag.threshold_seconds < 1 {
         return Err(invalid("spec.lag.thresholdSeconds", "must be at least 1"));
@@ -280,5 +244,79 @@ mod tests {
             "passwordSecretRef": {"name": "p", "key": "k"}, "tls": {"mode": "VerifyCA"}},
             "target": {"stream": "s"}});
         assert!(serde_json::from_value::<BinlogStreamSpec>(old).is_err());
+    }
+
+    fn with(extra: serde_json::Value) -> BinlogStreamSpec {
+        let mut v = serde_json::json!({
+            "source": {"host": "db", "user": "repl",
+                       "passwordSecretRef": {"name": "db-pw", "key": "password"}},
+            "target": {"stream": "s"}
+        });
+        for (k, x) in extra.as_object().expect("object") {
+            match (v.get_mut(k), x) {
+                (Some(serde_json::Value::Object(o)), serde_json::Value::Object(add)) => {
+                    o.extend(add.clone())
+                }
+                _ => {
+                    v[k] = x.clone();
+                }
+            }
+        }
+        serde_json::from_value(v).expect("spec")
+    }
+
+    #[test]
+    fn starts_are_checked_with_the_publishers_grammar() {
+        for ok in [
+            "latest",
+            "earliest",
+            "snapshot",
+            "mysql-bin.000003:4",
+            "gtid:0-1-42,2-5-7",
+            // Refused before the grammar was shared: a MySQL GTID set.
+            "gtid:3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7",
+        ] {
+            assert_eq!(
+                validate(&with(serde_json::json!({"start": ok}))),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        let e =
+            validate(&with(serde_json::json!({"start": "binlog.000001:2"}))).expect_err("pos 2");
+        assert_eq!(e.field, "spec.start");
+        assert!(e.message.contains("positions start at 4"), "{e}");
+        let e = validate(&with(serde_json::json!({"start": "gtid:0-1-2,0-1-3"})))
+            .expect_err("domain twice");
+        assert!(e.message.contains("domain 0 twice"), "{e}");
+    }
+
+    #[test]
+    fn patterns_keys_and_oversize_use_the_publishers_grammar() {
+        let e = validate(&with(
+            serde_json::json!({"tables": {"include": ["shop.*", "a.b.c"]}}),
+        ))
+        .expect_err("pattern");
+        assert_eq!(e.field, "spec.tables.include[1]");
+        assert!(e.message.contains("`a.b.c`"), "{e}");
+        let e = validate(&with(
+            serde_json::json!({"target": {"partitionKey": "constant:"}}),
+        ))
+        .expect_err("key");
+        assert_eq!(e.field, "spec.target.partitionKey");
+        assert!(e.message.contains("1 to 256 characters"), "{e}");
+        let e = validate(&with(serde_json::json!({"output": {"oversize": "drop"}})))
+            .expect_err("oversize");
+        assert_eq!(
+            e.to_string(),
+            "spec.output.oversize: `drop` is not fail, skip or key-only"
+        );
+        assert_eq!(
+            validate(&with(
+                serde_json::json!({"target": {"partitionKey": "constant:x"},
+                "output": {"oversize": "key-only"}})
+            )),
+            Ok(())
+        );
     }
 }

@@ -16,14 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use binlogstream_api::crd::{
+    BinlogStream, CheckpointStatus, EventMarkStatus, PublisherReport, SourceBinlogs,
+    PUBLISHER_STATUS_MANAGER,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     api::{Api, Patch, PatchParams},
     Client,
-};
-use operator::crd::{
-    BinlogStream, CheckpointStatus, EventMarkStatus, PublisherReport, SourceBinlogs,
-    PUBLISHER_STATUS_MANAGER,
 };
 use serde_json::json;
 

@@ -1647,7 +1647,10 @@ fn dump_request<'a>(
 ) -> BinlogStreamRequest<'a> {
     let request = BinlogStreamRequest::new(server_id);
     match mysql_gtids {
-        Some(set) => request.with_gtid().with_pos(4).with_gtid_set(set.to_sids()),
+        Some(set) => request
+            .with_gtid()
+            .with_pos(4)
+            .with_gtid_set(crate::mysql_gtid::to_sids(set)),
         None => request.with_filename(file.as_bytes()).with_pos(pos),
     }
 }

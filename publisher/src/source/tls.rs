@@ -7,11 +7,7 @@
 //! unauthenticated, so only TLS with verification protects the password from an active
 //! man-in-the-middle.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    str::FromStr,
-};
+use std::path::{Path, PathBuf};
 
 use mysql_async::{ClientIdentity, SslOpts};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
@@ -24,59 +20,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// How the connection is protected. No `preferred`: a silent fallback to plain text would
-/// defeat the purpose, and mysql_async fails instead of falling back anyway. No `verify-ca`:
-/// mysql_async 0.37's "skip the name check" matches a rustls error text that rustls 0.23.2x+
-/// no longer produces, so it would reject every certificate whose name differs; use
-/// `verify-identity` with `--source-tls-server-name` instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsMode {
-    /// Plain TCP (the default, as before TLS support existed).
-    #[default]
-    Disabled,
-    /// Encrypted, but the server certificate is not checked (protects against eavesdropping
-    /// only).
-    Required,
-    /// Encrypted; the certificate must chain to the CA (`--source-tls-ca`, or the public
-    /// web roots when none is given) and name the host (or `--source-tls-server-name`).
-    VerifyIdentity,
-}
-
-impl FromStr for TlsMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "disabled" | "off" => Ok(TlsMode::Disabled),
-            "required" => Ok(TlsMode::Required),
-            "verify-identity" | "verify-full" => Ok(TlsMode::VerifyIdentity),
-            "verify-ca" => Err(
-                "`verify-ca` is not supported (the TLS library cannot skip only \
-                 the host name check); use verify-identity, with --source-tls-server-name NAME \
-                 when the certificate names another host than the one connected to"
-                    .into(),
-            ),
-            "preferred" => Err(
-                "`preferred` is not supported (it would fall back to plain text \
-                 silently); use required or verify-identity"
-                    .into(),
-            ),
-            other => Err(format!(
-                "`{other}` is not one of disabled, required, verify-identity"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsMode::Disabled => "disabled",
-            TlsMode::Required => "required",
-            TlsMode::VerifyIdentity => "verify-identity",
-        })
-    }
-}
+pub use binlogstream_api::tls::TlsMode;
 
 /// The user's TLS settings, before checking.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -236,19 +180,6 @@ mod tests {
         std::fs::write(&cert, CERT_PEM).expect("cert");
         std::fs::write(&key, KEY_PEM).expect("key");
         (dir, cert, key)
-    }
-
-    #[test]
-    fn parses_modes_and_explains_the_missing_ones() {
-        assert_eq!("disabled".parse(), Ok(TlsMode::Disabled));
-        assert_eq!("REQUIRED".parse(), Ok(TlsMode::Required));
-        assert_eq!("verify_identity".parse(), Ok(TlsMode::VerifyIdentity));
-        let e = "verify-ca".parse::<TlsMode>().expect_err("unsupported");
-        assert!(e.contains("--source-tls-server-name"), "{e}");
-        let e = "preferred".parse::<TlsMode>().expect_err("unsupported");
-        assert!(e.contains("plain text"), "{e}");
-        assert!("tls".parse::<TlsMode>().is_err());
-        assert_eq!(TlsMode::VerifyIdentity.to_string(), "verify-identity");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use k8s_openapi::{
     api::core::v1::{ResourceRequirements, Toleration},
     apimachinery::pkg::apis::meta::v1::Condition,
 };
-use kube::CustomResource;
+use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ pub const PUBLISHER_STATUS_MANAGER: &str = "binlogstream-publisher-status";
     version = "v1alpha1",
     kind = "BinlogStream",
     namespaced,
+    crates(kube_core = "::kube_core"),
     shortname = "bls",
     status = "BinlogStreamStatus",
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.host"}"#,
@@ -148,26 +149,7 @@ fn default_ca_key() -> String {
     "ca.crt".into()
 }
 
-/// The publisher's modes, spelled as its `--source-tls` values. No `verify-ca` or
-/// `preferred`: the publisher refuses both (see its TLS docs).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
-    #[default]
-    Disabled,
-    Required,
-    VerifyIdentity,
-}
-
-impl TlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Disabled => "disabled",
-            TlsMode::Required => "required",
-            TlsMode::VerifyIdentity => "verify-identity",
-        }
-    }
-}
+pub use crate::tls::TlsMode;
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
