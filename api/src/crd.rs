@@ -303,6 +303,23 @@ pub struct CheckpointStatus {
     /// `file:position` for printer columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
+    /// The server the position was read from. A publisher pointed at another server resumes
+    /// from this checkpoint only by GTID; a bare `file:position` is refused there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CheckpointSourceStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointSourceStatus {
+    /// The source's `@@server_id`.
+    pub server_id: i64,
+    /// The source's `@@server_uuid` (MySQL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_uuid: Option<String>,
+    /// The address the publisher was connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

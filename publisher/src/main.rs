@@ -137,6 +137,7 @@ fn reason_of(e: &anyhow::Error) -> &'static str {
         SourceError::Misconfigured { .. } => "SourceMisconfigured",
         SourceError::BinlogGone { .. } => "BinlogPurged",
         SourceError::BadStart { .. } => "InvalidStart",
+        SourceError::ServerChanged { .. } => "SourceServerChanged",
         SourceError::ServerIdInUse { .. } => "ServerIdInUse",
         SourceError::Schema { .. } | SourceError::Plan(_) => "SchemaMismatch",
         _ => "DecodeFailed",

@@ -567,6 +567,7 @@ mod tests {
 
     fn cp(pos: u64) -> Checkpoint {
         Checkpoint {
+            server: None,
             file: "binlog.000001".into(),
             pos,
             rows_done: 0,

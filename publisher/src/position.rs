@@ -11,6 +11,41 @@ pub use binlogstream_api::start::{
 
 use crate::mysql_gtid::MysqlGtidSet;
 
+/// Which server a checkpoint came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceServer {
+    /// The source's `@@server_id`.
+    pub server_id: u32,
+    /// The source's `@@server_uuid` (MySQL; MariaDB has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_uuid: Option<String>,
+    /// The address connected to (`host:port`), for messages only: one server may have many
+    /// names, so it does not decide sameness.
+    #[serde(default)]
+    pub host: String,
+}
+
+impl SourceServer {
+    /// The UUID when both sides have one (MySQL), else the server id.
+    pub fn same_server(&self, other: &SourceServer) -> bool {
+        match (&self.server_uuid, &other.server_uuid) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => self.server_id == other.server_id,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (server_id {}", self.host, self.server_id)?;
+        if let Some(u) = &self.server_uuid {
+            write!(f, ", server_uuid {u}")?;
+        }
+        f.write_str(")")
+    }
+}
+
 /// A resumable position. `file:pos` is always the start of a transaction (or the point just
 /// after a commit); `rows_done` rows of the transaction starting there were already delivered,
 /// so a resume re-reads that transaction from its start (its TABLE_MAP events included) and
@@ -48,6 +83,11 @@ pub struct Checkpoint {
     /// publishers that never snapshotted, and in those written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Box<SnapshotState>>,
+    /// The server this position was read from: a `file:pos` means nothing on another server,
+    /// so a resume there goes by GTID or refuses (see the reader's `open`). Absent in
+    /// checkpoints written before it existed, which resume as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<SourceServer>,
 }
 
 /// How far a snapshot got, stored with the binlog position it was delivered at.
@@ -109,6 +149,7 @@ mod tests {
     #[test]
     fn checkpoint_serialized_shape_is_stable() {
         let c = Checkpoint {
+            server: None,
             file: "binlog.000002".into(),
             pos: 385,
             rows_done: 7,
@@ -166,6 +207,7 @@ mod tests {
     #[test]
     fn snapshot_progress_rides_in_an_optional_field() {
         let c = Checkpoint {
+            server: None,
             file: "binlog.000002".into(),
             pos: 385,
             rows_done: 0,
@@ -205,6 +247,7 @@ mod tests {
     #[test]
     fn transaction_gtid_is_optional_and_omitted_when_none() {
         let c = Checkpoint {
+            server: None,
             file: "binlog.000002".into(),
             pos: 385,
             rows_done: 7,

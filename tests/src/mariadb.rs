@@ -325,6 +325,42 @@ impl MariaDb {
         Conn::new(self.root_opts()).await.expect("root connection")
     }
 
+    /// Makes this server replicate `primary` by GTID from the start.
+    pub async fn replicate_from(&self, primary: &MariaDb) {
+        self.exec(&format!(
+            "STOP SLAVE; RESET MASTER; SET GLOBAL gtid_slave_pos = ''; \
+             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'repl', \
+             MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos; START SLAVE",
+            primary.port, primary.repl_password
+        ))
+        .await;
+    }
+
+    /// A global variable's value as text ("" when NULL or unreadable).
+    pub async fn variable(&self, var: &str) -> String {
+        let mut c = self.root().await;
+        let v: Option<String> = c
+            .query_first(format!("SELECT @@{var}"))
+            .await
+            .ok()
+            .flatten();
+        let _ = c.disconnect().await;
+        v.unwrap_or_default()
+    }
+
+    /// Waits until this replica has applied everything `primary` logged.
+    pub async fn caught_up_with(&self, primary: &MariaDb, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let want = primary.variable("gtid_binlog_pos").await;
+            if !want.is_empty() && self.variable("gtid_slave_pos").await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Runs statements as root, one after another.
     pub async fn exec(&self, sql: &str) {
         let mut conn = self.root().await;

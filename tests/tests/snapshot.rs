@@ -649,6 +649,7 @@ async fn on_demand_snapshot_of_one_table_runs_once_per_request_id() {
         assert!(rows.is_empty(), "no snapshot was asked for");
         let end = db.binlog_end().await;
         Checkpoint {
+            server: None,
             file: end.0,
             pos: end.1,
             rows_done: 0,
@@ -776,6 +777,7 @@ async fn on_demand_outcome(
 ) -> Result<(), String> {
     let end = db.binlog_end().await;
     let cp = Checkpoint {
+        server: None,
         file: end.0,
         pos: end.1,
         rows_done: 0,

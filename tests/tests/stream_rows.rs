@@ -313,6 +313,7 @@ async fn purged_or_unknown_binlogs_are_reported_never_skipped() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let gone = Checkpoint {
+        server: None,
         file: "binlog.000001".into(),
         pos: 4,
         rows_done: 0,

@@ -81,6 +81,7 @@ mod tests {
         let mut store = FileCheckpoint::new(&path);
         assert_eq!(store.load().await.expect("empty"), None);
         let cp = Checkpoint {
+            server: None,
             file: "binlog.000001".into(),
             pos: 4,
             rows_done: 0,

@@ -17,8 +17,8 @@ use std::{
 };
 
 use binlogstream_api::crd::{
-    BinlogStream, CheckpointStatus, EventMarkStatus, PublisherReport, SourceBinlogs,
-    PUBLISHER_STATUS_MANAGER,
+    BinlogStream, CheckpointSourceStatus, CheckpointStatus, EventMarkStatus, PublisherReport,
+    SourceBinlogs, PUBLISHER_STATUS_MANAGER,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -30,7 +30,7 @@ use serde_json::json;
 use super::{CheckpointError, CheckpointStore};
 use crate::{
     metrics::Metrics,
-    position::{Checkpoint, EventMark},
+    position::{Checkpoint, EventMark, SourceServer},
 };
 
 #[derive(Default)]
@@ -266,6 +266,11 @@ impl StatusWriter {
                 .then(|| rfc3339(i64::from(cp.event_ts)))
                 .flatten(),
             written_at: Some(Timestamp::now().to_string()),
+            source: cp.server.map(|s| CheckpointSourceStatus {
+                server_id: i64::from(s.server_id),
+                server_uuid: s.server_uuid,
+                host: (!s.host.is_empty()).then_some(s.host),
+            }),
         });
         let mut status = serde_json::Map::new();
         if let Some(cp) = checkpoint {
@@ -439,6 +444,13 @@ impl CheckpointStore for KubeCheckpoint {
             }),
             event_ts,
             snapshot: None,
+            server: cp.source.and_then(|s| {
+                Some(SourceServer {
+                    server_id: u32::try_from(s.server_id).ok()?,
+                    server_uuid: s.server_uuid,
+                    host: s.host.unwrap_or_default(),
+                })
+            }),
         };
         if let Ok(mut s) = self.writer.state.lock() {
             s.checkpoint = Some(restored.clone());
@@ -652,6 +664,7 @@ mod tests {
         assert_eq!(cp.tx_gtid.as_deref(), Some("0-1-56"));
         store
             .save(&Checkpoint {
+                server: None,
                 file: "binlog.000008".into(),
                 pos: 4,
                 rows_done: 2,
@@ -724,6 +737,7 @@ mod tests {
 
     fn checkpoint(pos: u64) -> Checkpoint {
         Checkpoint {
+            server: None,
             file: "binlog.000009".into(),
             pos,
             rows_done: 0,

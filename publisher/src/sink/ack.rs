@@ -196,6 +196,7 @@ impl AckTracker {
                 event_mark: Some(*mark),
                 event_ts: *ts,
                 snapshot: self.last_boundary.as_ref().and_then(|b| b.snapshot.clone()),
+                server: self.last_boundary.as_ref().and_then(|b| b.server.clone()),
             }),
         }
     }
@@ -222,6 +223,7 @@ mod tests {
 
     fn boundary(pos: u64) -> Checkpoint {
         Checkpoint {
+            server: None,
             file: "b.1".into(),
             pos,
             rows_done: 0,

@@ -41,6 +41,15 @@ pub enum SourceError {
     BinlogGone { file: String, oldest: String },
     #[error("cannot start at {start}: {reason}")]
     BadStart { start: String, reason: String },
+    #[error(
+        "the checkpoint {checkpoint} was read from {from}, but the source is now {to}: {reason}"
+    )]
+    ServerChanged {
+        checkpoint: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
     #[error("another replica already uses server id {server_id} on this source: pick a unique --server-id ({message})")]
     ServerIdInUse { server_id: u32, message: String },
     #[error("the source ended the binlog stream with an error: {0}")]

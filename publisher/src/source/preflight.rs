@@ -17,6 +17,8 @@ pub struct ServerInfo {
     pub version: String,
     pub is_mariadb: bool,
     pub server_id: u32,
+    /// `@@server_uuid` (MySQL only; MariaDB has none).
+    pub server_uuid: Option<String>,
     pub binlogs: Vec<BinlogFile>,
     /// Problems that do not stop the publisher but cost consumers something.
     pub warnings: Vec<String>,
@@ -200,10 +202,20 @@ pub async fn preflight(
     }
     let binlogs = binlog_files(conn, user, is_mariadb).await?;
     check_replication_grant(conn, user).await?;
+    let server_uuid = if is_mariadb {
+        None
+    } else {
+        conn.query_first::<Option<String>, _>("SELECT @@server_uuid")
+            .await
+            .map_err(SourceError::Connection)?
+            .flatten()
+            .filter(|u| !u.is_empty())
+    };
     Ok(ServerInfo {
         version,
         is_mariadb,
         server_id,
+        server_uuid,
         binlogs,
         warnings,
     })

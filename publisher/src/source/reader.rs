@@ -23,7 +23,7 @@ use crate::{
     decode::{self, ChangeKind, EncodeOptions, RowChange, TableInfo, TablePlan},
     filter::TableFilter,
     mysql_gtid::{uuid_text, MysqlGtidSet},
-    position::{Checkpoint, EventMark, GtidState, MariaGtid, StartFrom},
+    position::{Checkpoint, EventMark, GtidState, MariaGtid, SourceServer, StartFrom},
 };
 
 #[derive(Debug, Clone)]
@@ -397,6 +397,64 @@ fn strip_rotate_checksum(ev: &Event, name: &[u8]) -> usize {
     }
 }
 
+/// The server a checkpoint written now comes from.
+fn identity(server: &ServerInfo, cfg: &SourceConfig) -> SourceServer {
+    SourceServer {
+        server_id: server.server_id,
+        server_uuid: server.server_uuid.clone(),
+        host: cfg.addr.display(),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CrossServer {
+    Same,
+    ByGtid,
+    Refuse(String),
+}
+
+/// Whether checkpoint `cp` may resume on server `here`. A `file:pos` is only meaningful on
+/// the server that wrote it (a replica or a rebuilt primary has other offsets, often under
+/// the same file names); GTIDs name transactions on every server of the topology.
+fn across_servers(
+    cp: &Checkpoint,
+    here: &SourceServer,
+    is_mariadb: bool,
+    gtid_auto_position: bool,
+) -> CrossServer {
+    let Some(from) = &cp.server else {
+        // Written before checkpoints named their server: resumes as it always did.
+        return CrossServer::Same;
+    };
+    if from.same_server(here) {
+        return CrossServer::Same;
+    }
+    let has_gtids = if is_mariadb {
+        cp.gtid_state.as_ref().is_some_and(|g| !g.is_empty())
+    } else {
+        gtid_auto_position && cp.mysql_gtid_set.as_ref().is_some_and(|g| !g.is_empty())
+    };
+    if !has_gtids {
+        return CrossServer::Refuse(
+            "a binlog file and position mean nothing on another server, and the checkpoint has \
+             no GTID state to carry it across (MySQL: gtid_mode=ON on both); point the publisher \
+             back at the server that wrote it, or start this server from a position of its own \
+             (a checkpoint request, or remove the checkpoint and set the start), accepting that \
+             the changes in between are not published"
+                .into(),
+        );
+    }
+    if cp.rows_done > 0 && cp.tx_gtid.is_none() {
+        return CrossServer::Refuse(
+            "the checkpoint is inside a transaction it names by file and position only, so \
+             the rows already delivered cannot be found on another server; resume once on the \
+             server that wrote it (its next checkpoint names the transaction's GTID)"
+                .into(),
+        );
+    }
+    CrossServer::ByGtid
+}
+
 impl Reader {
     /// Connects, runs the preflight checks and starts the dump at `checkpoint` (when given) or
     /// at the configured start.
@@ -416,8 +474,36 @@ impl Reader {
             .as_ref()
             .and_then(|cp| cp.mysql_gtid_set.clone())
             .filter(|_| !server.is_mariadb);
+        let here = identity(&server, &cfg);
         let (file, pos, gtid, pending_skip) = match &checkpoint {
-            Some(cp) => (cp.file.clone(), cp.pos, None, PendingSkip::of(cp)),
+            Some(cp) => match across_servers(cp, &here, server.is_mariadb, gtid_auto_position) {
+                CrossServer::Same => (cp.file.clone(), cp.pos, None, PendingSkip::of(cp)),
+                CrossServer::ByGtid => {
+                    let from = cp
+                        .server
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    warn!(from = %from, to = %here, checkpoint = %format!("{}:{}", cp.file, cp.pos), "checkpoint was read from another server; resuming by its GTIDs, not its file and position");
+                    match cp.gtid_state.clone().filter(|_| server.is_mariadb) {
+                        Some(state) => (String::new(), 4, Some(state), PendingSkip::of(cp)),
+                        // MySQL: `by_gtid` below auto-positions with the checkpoint's set.
+                        None => (cp.file.clone(), cp.pos, None, PendingSkip::of(cp)),
+                    }
+                }
+                CrossServer::Refuse(reason) => {
+                    return Err(SourceError::ServerChanged {
+                        checkpoint: format!("{}:{}", cp.file, cp.pos),
+                        from: cp
+                            .server
+                            .as_ref()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        to: here.to_string(),
+                        reason,
+                    });
+                }
+            },
             None => match &cfg.start {
                 // A snapshot starts streaming at the current end; the snapshot driver reads the
                 // existing rows and interleaves them (see `snapshot`).
@@ -528,6 +614,7 @@ impl Reader {
         });
         let mut reader = Reader {
             last_boundary: Checkpoint {
+                server: Some(here.clone()),
                 file: file.clone(),
                 pos,
                 rows_done: 0,
@@ -586,6 +673,7 @@ impl Reader {
             stop_at_end: true,
         };
         let boundary = Checkpoint {
+            server: None,
             file: file.to_string(),
             pos: 4,
             rows_done: 0,
@@ -602,6 +690,7 @@ impl Reader {
                 version: String::new(),
                 is_mariadb: false,
                 server_id: 0,
+                server_uuid: None,
                 binlogs: Vec::new(),
                 warnings: Vec::new(),
             },
@@ -670,6 +759,7 @@ impl Reader {
         match &self.tx {
             // An XA transaction's rows are held, not handed on: none of them is delivered.
             Some(tx) if !tx.xa => Checkpoint {
+                server: self.last_boundary.server.clone(),
                 file: self.file.to_string(),
                 pos: tx.start_pos,
                 rows_done: tx.rows,
@@ -1062,6 +1152,7 @@ impl Reader {
         }
         self.skip = Skip::None;
         let cp = Checkpoint {
+            server: self.last_boundary.server.clone(),
             file: self.file.to_string(),
             pos: end,
             rows_done: 0,
@@ -1501,6 +1592,7 @@ impl Reader {
                     self.file = file.as_str().into();
                 }
                 let cp = Checkpoint {
+                    server: self.last_boundary.server.clone(),
                     file: self.file.to_string(),
                     pos: end,
                     rows_done: 0,
@@ -1662,16 +1754,20 @@ async fn check_gtid_domains(conn: &mut Conn, requested: &GtidState) -> Result<()
         .query_first("SELECT @@gtid_binlog_state")
         .await
         .map_err(SourceError::Connection)?;
-    let server: GtidState =
-        state
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| SourceError::BadStart {
-                start: format!("gtid:{requested}"),
-                reason: format!("cannot read the server's @@gtid_binlog_state: {e}"),
-            })?;
-    let missing: Vec<u32> = server
-        .domains()
+    // The binlog state holds one entry per (domain, server id): a domain that two servers
+    // wrote (every failover) appears twice, so it is read entry by entry, not as a position.
+    let state = state.unwrap_or_default();
+    let mut domains = std::collections::BTreeSet::new();
+    for entry in state.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let g: MariaGtid = entry.parse().map_err(|e| SourceError::BadStart {
+            start: format!("gtid:{requested}"),
+            reason: format!("cannot read the server's @@gtid_binlog_state: {e}"),
+        })?;
+        domains.insert(g.domain);
+    }
+    let server = state;
+    let missing: Vec<u32> = domains
+        .into_iter()
         .filter(|d| !requested.0.contains_key(d))
         .collect();
     if !missing.is_empty() {

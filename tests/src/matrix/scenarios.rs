@@ -882,42 +882,6 @@ pub async fn ddl(s: &Settings, metadata: Metadata) -> anyhow::Result<Outcome> {
 
 // ---- 9, 10: replication -----------------------------------------------------------------
 
-/// Makes `replica` replicate `primary` by GTID from the start.
-async fn replicate(primary: &MariaDb, replica: &MariaDb) {
-    replica
-        .exec(&format!(
-            "STOP SLAVE; RESET MASTER; SET GLOBAL gtid_slave_pos = ''; \
-             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'repl', \
-             MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos; START SLAVE",
-            primary.port, primary.repl_password
-        ))
-        .await;
-}
-
-async fn gtid(db: &MariaDb, var: &str) -> String {
-    let mut c = db.root().await;
-    let v: Option<String> = c
-        .query_first(format!("SELECT @@{var}"))
-        .await
-        .ok()
-        .flatten();
-    let _ = c.disconnect().await;
-    v.unwrap_or_default()
-}
-
-/// Waits until the replica has applied everything the primary logged.
-async fn replica_caught_up(primary: &MariaDb, replica: &MariaDb, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let want = gtid(primary, "gtid_binlog_pos").await;
-        if !want.is_empty() && gtid(replica, "gtid_slave_pos").await == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 pub async fn failover(s: &Settings) -> anyhow::Result<Outcome> {
     let mut o = Outcome::new("9", "failover to the replica (GTID)", 1);
     let mut env = Env::start(
@@ -930,7 +894,7 @@ pub async fn failover(s: &Settings) -> anyhow::Result<Outcome> {
     .await?;
     let replica =
         MariaDb::start_with(Metadata::Full, &["--server-id=2", "--log-slave-updates"]).await;
-    replicate(&env.db, &replica).await;
+    replica.replicate_from(&env.db).await;
     let w = Writer::setup(&env.root_url(), s.seed).await?;
     let mut p = env.spawn()?;
     let ph = phase(s, &env.root_url(), s.steps / 2);
@@ -940,7 +904,10 @@ pub async fn failover(s: &Settings) -> anyhow::Result<Outcome> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop_w.store(true, Ordering::Relaxed);
     let w = writer.await?;
-    if !replica_caught_up(&env.db, &replica, Duration::from_secs(60)).await {
+    if !replica
+        .caught_up_with(&env.db, Duration::from_secs(60))
+        .await
+    {
         o.fail("replica did not catch up with the primary");
     }
     p.signal("KILL");
@@ -980,7 +947,7 @@ pub async fn semi_sync(s: &Settings) -> anyhow::Result<Outcome> {
         &["--server-id=2", "--rpl-semi-sync-slave-enabled=ON"],
     )
     .await;
-    replicate(&env.db, &replica).await;
+    replica.replicate_from(&env.db).await;
     let w = Writer::setup(&env.root_url(), s.seed).await?;
     let mut p = env.spawn()?;
     let w = w.run(phase(s, &env.root_url(), s.steps)).await;
