@@ -301,6 +301,30 @@ where
     Ok(Some(stored))
 }
 
+/// Applies `obj` once per operator run and desired state, without a cache to compare with:
+/// for the publisher lease, whose spec the publishers change every few seconds (a reflector
+/// would wake the operator for each renewal; the apply sets metadata only, so it never
+/// touches their fields).
+async fn apply_once<K>(ctx: &Context, key: &str, kind: &'static str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let desired = desired_hash(obj);
+    if ctx.remembered(key, |m| {
+        m.applied.get(kind).is_some_and(|(d, _)| *d == desired)
+    }) {
+        return Ok(());
+    }
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    apply(&ctx.client, &ns, obj).await?;
+    ctx.remembered(key, |m| m.applied.insert(kind, (desired, String::new())));
+    Ok(())
+}
+
 /// Applies the children that changed, in order; `Ok(Err(message))` when the API server
 /// refused one. Returns the Deployment as last seen (applied now, or from the cache).
 async fn apply_children(
@@ -312,6 +336,7 @@ async fn apply_children(
     let sa = build::service_account(bls);
     let role = build::role(bls);
     let binding = build::role_binding(bls);
+    let lease = build::publisher_lease(bls);
     let deployment = build::deployment(bls, &ctx.build);
     let what = |kind: &str, name: &Option<String>| {
         format!("{kind} {}", name.as_deref().unwrap_or_default())
@@ -336,6 +361,9 @@ async fn apply_children(
         apply_if_changed(ctx, &k, "RoleBinding", &binding, &c.role_bindings, false).await
     {
         return refusal(what("RoleBinding", &binding.metadata.name), e);
+    }
+    if let Err(e) = apply_once(ctx, &k, "Lease", &lease).await {
+        return refusal(what("Lease", &lease.metadata.name), e);
     }
     match apply_if_changed(ctx, &k, "Deployment", &deployment, &c.deployments, true).await {
         Ok(Some(d)) => Ok(Ok(Some(d))),

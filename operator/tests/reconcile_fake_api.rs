@@ -188,7 +188,9 @@ async fn create_applies_every_child_and_reports_starting() {
     assert_eq!(
         role["rules"],
         json!([{"apiGroups": ["cdc.binlogstream.io"], "resources": ["binlogstreams/status"],
-                "resourceNames": ["orders"], "verbs": ["get", "patch"]}])
+                "resourceNames": ["orders"], "verbs": ["get", "patch"]},
+               {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "resourceNames": ["bls-orders"], "verbs": ["get", "patch"]}])
     );
     let rb = expect(
         &mut h,
@@ -198,6 +200,15 @@ async fn create_applies_every_child_and_reports_starting() {
     )
     .await;
     assert_eq!(rb["subjects"][0]["name"], "bls-orders");
+    // The fence lease: metadata only, the publishers own its spec.
+    let lease = expect(
+        &mut h,
+        "PATCH",
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases/bls-orders",
+        echo,
+    )
+    .await;
+    assert!(lease.get("spec").is_none(), "{lease}");
     let dep = expect(
         &mut h,
         "PATCH",
@@ -505,6 +516,13 @@ async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
         echo,
     )
     .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases/bls-orders",
+        echo,
+    )
+    .await;
     expect(&mut h, "PATCH", "/apis/apps/v1/namespaces/shop/deployments/bls-orders", |_| {
         refused(403, "admission webhook \"policy.example\" denied the request: images must come from registry.example")
     })
@@ -589,6 +607,13 @@ async fn an_unchanged_stream_costs_no_api_request() {
         &mut h,
         "PATCH",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        |b| ok_json(stored(b)),
+    )
+    .await;
+    expect(
+        &mut h,
+        "PATCH",
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases/bls-orders",
         |b| ok_json(stored(b)),
     )
     .await;
@@ -735,6 +760,7 @@ async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
         "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases/bls-orders",
         "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
     ] {
         expect(&mut h, "PATCH", path, echo).await;

@@ -117,6 +117,11 @@ pub struct RunArgs {
         requires = "checkpoint_kubernetes"
     )]
     pub checkpoint_kubernetes_uid: Option<String>,
+    /// A coordination.k8s.io Lease in the BinlogStream's namespace to hold while streaming:
+    /// a second publisher of the same stream waits until the first has stopped (the
+    /// operator creates it and sets this).
+    #[arg(long, env = "BINLOGSTREAM_LEASE", requires = "checkpoint_kubernetes")]
+    pub lease: Option<String>,
     /// Exit once the current end of the binlog is reached.
     #[arg(long, env = "BINLOGSTREAM_STOP_AT_END", num_args = 0..=1, default_missing_value = "true")]
     pub stop_at_end: Option<bool>,
@@ -244,6 +249,8 @@ pub struct RunConfig {
     pub checkpoint_file: Option<PathBuf>,
     pub checkpoint_kubernetes: Option<String>,
     pub checkpoint_kubernetes_uid: Option<String>,
+    /// The fence lease (see `checkpoint::fence`), with the Kubernetes store only.
+    pub lease: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub pipeline: PipelineOptions,
     pub snapshot: SnapshotOptions,
@@ -506,6 +513,7 @@ impl RunArgs {
             checkpoint_file: self.checkpoint_file.or(file.checkpoint_file),
             checkpoint_kubernetes: self.checkpoint_kubernetes,
             checkpoint_kubernetes_uid: self.checkpoint_kubernetes_uid.filter(|u| !u.is_empty()),
+            lease: self.lease.filter(|l| !l.is_empty()),
             pipeline: PipelineOptions {
                 linger,
                 checkpoint_interval,

@@ -1,7 +1,10 @@
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use publisher::{
     checkpoint::{
+        fence::Fence,
         file::FileCheckpoint,
         kubernetes::{KubeCheckpoint, StatusWriter},
         CheckpointStore, NoCheckpoint,
@@ -245,7 +248,31 @@ async fn run_sink<S: Sink>(
     sink: &mut S,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
+    let mut stop = Box::pin(stop);
     if let Some(resource) = cfg.checkpoint_kubernetes.clone() {
+        // The fence first: the previous publisher of this stream writes its final checkpoint
+        // before it releases the lease, so the checkpoint read below is the one it ended at.
+        let fence = match &cfg.lease {
+            Some(lease) => {
+                let ns = resource.split_once('/').map(|(n, _)| n).unwrap_or_default();
+                let identity = std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| format!("publisher-{}", std::process::id()));
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API for the publisher lease")?;
+                let acquiring = Fence::acquire(client, ns, lease, &identity);
+                tokio::select! {
+                    f = acquiring => Some(f?),
+                    () = &mut stop => {
+                        info!("shutdown requested while waiting for the publisher lease; nothing was streamed");
+                        return Ok(Summary::default());
+                    }
+                }
+            }
+            None => None,
+        };
         let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone())
             .await?
             .bound_to_uid(cfg.checkpoint_kubernetes_uid.clone());
@@ -257,7 +284,42 @@ async fn run_sink<S: Sink>(
             cfg.pipeline.metrics.clone(),
             cfg.source.addr.clone(),
         ));
-        let result = run_with(cfg, sink, &mut KubeCheckpoint::new(writer.clone()), stop).await;
+        let (fence, lost) = match fence {
+            Some(mut f) => {
+                let lost = std::mem::replace(&mut f.lost, tokio::sync::oneshot::channel().1);
+                (Some(f), Some(lost))
+            }
+            None => (None, None),
+        };
+        let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_or_lost = {
+            let lease_lost = lease_lost.clone();
+            async move {
+                match lost {
+                    Some(lost) => tokio::select! {
+                        () = stop => {}
+                        Ok(()) = lost => lease_lost.store(true, std::sync::atomic::Ordering::Relaxed),
+                    },
+                    None => stop.await,
+                }
+            }
+        };
+        let mut result = run_with(
+            cfg,
+            sink,
+            &mut KubeCheckpoint::new(writer.clone()),
+            stop_or_lost,
+        )
+        .await;
+        if lease_lost.load(std::sync::atomic::Ordering::Relaxed) && result.is_ok() {
+            // Never a clean end: another publisher holds the stream now.
+            result = Err(anyhow::anyhow!(
+                "another publisher took this stream's lease; stopped after draining"
+            ));
+        }
+        if let Some(f) = fence {
+            f.release().await;
+        }
         reporter.abort();
         let _ = reporter.await;
         match &result {

@@ -124,6 +124,34 @@ wait_until 180 "Ready=True after resuming" shop_ready
 all_rows_arrive 120 "after the pause"
 log "resumed: all $expected rows on the stream ($dups duplicates)"
 
+# 4c: the fence (issue 12): a second publisher of the same stream waits for the lease while
+# the first runs, and streams only once the first has stopped, from its final checkpoint.
+holder() { kc -n $TNS get lease bls-shop -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null; }
+first=$(kc -n $TNS get pods -l app.kubernetes.io/instance=shop -o 'jsonpath={.items[0].metadata.name}')
+holds_first() { [ "$(holder)" = "$first" ]; }
+wait_until 60 "the publisher $first holds the lease" holds_first
+kc -n $TNS get deploy bls-shop -o json | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["spec"]["template"]
+print(json.dumps({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": "fence-second", "labels": {"app": "fence-second"}},
+                  "spec": t["spec"]}))' | kc -n $TNS apply -f - >/dev/null
+second_waits() { kc -n $TNS logs fence-second 2>/dev/null | grep -q "waiting for the publisher lease"; }
+wait_until 120 "the second publisher waits for the lease" second_waits
+sql -e "INSERT INTO shop.orders (item, qty) VALUES ('fence', 1)"
+sleep 5
+if kc -n $TNS logs fence-second | grep -q "holding the publisher lease"; then die "the second publisher took the lease while $first runs"; fi
+[ "$(holder)" = "$first" ] || die "the lease moved to $(holder) while $first runs"
+kc -n $TNS patch bls shop --type merge -p '{"spec":{"paused":true}}' >/dev/null  # the first drains and stops
+second_holds() { [ "$(holder)" = fence-second ] && kc -n $TNS logs fence-second | grep -q "resuming from checkpoint"; }
+wait_until 120 "the second publisher holds the lease once the first stopped" second_holds
+sql -e "INSERT INTO shop.orders (item, qty) VALUES ('fence', 2)"
+all_rows_arrive 120 "from the second publisher"
+log "fence: fence-second waited while $first ran, then took the lease and resumed from its checkpoint: all $expected rows ($dups duplicates)"
+kc -n $TNS delete pod fence-second --wait=true >/dev/null
+kc -n $TNS patch bls shop --type merge -p '{"spec":{"paused":false}}' >/dev/null
+wait_until 180 "Ready=True after the fence check" shop_ready
+
 # 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
 # field; the rest is reported by the operator, naming the field.
 if out=$(kc -n $TNS apply -f - 2>&1 <<YAML
@@ -191,6 +219,9 @@ kc auth can-i --list --as "$pub_sa" -n $TNS | tee "$STATE/publisher-can-i.txt" |
 [ "$(can_i get secrets/shop-db-replication --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read its own Secret through the API"
 [ "$(can_i patch binlogstreams.cdc.binlogstream.io/badstart --subresource=status --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may write another stream's status"
 [ "$(can_i get binlogstreams.cdc.binlogstream.io/shop --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may read more than its status"
+[ "$(can_i patch leases.coordination.k8s.io/bls-shop --as "$pub_sa" -n $TNS)" = yes ] || die "the publisher cannot renew its fence lease"
+[ "$(can_i patch leases.coordination.k8s.io/bls-other --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may patch another lease"
+[ "$(can_i create leases.coordination.k8s.io --as "$pub_sa" -n $TNS)" = no ] || die "the publisher may create leases"
 kc auth can-i --list --as "$op_sa" -n $TNS | sed 's/^/[e2e] operator can: /' >&2
 [ "$(can_i list secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may list Secrets"
 [ "$(can_i watch secrets --as "$op_sa" -n $TNS)" = no ] || die "the operator may watch Secrets"

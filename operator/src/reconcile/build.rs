@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+        coordination::v1::Lease,
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
             HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
@@ -135,18 +136,38 @@ pub fn service_account(bls: &BinlogStream) -> ServiceAccount {
     }
 }
 
-/// The publisher may read and write its own BinlogStream's status, and nothing else: its
-/// Secrets reach it as kubelet mounts, which need no RBAC.
+/// The publisher may read and write its own BinlogStream's status and hold its own lease, and
+/// nothing else: its Secrets reach it as kubelet mounts, which need no RBAC.
 pub fn role(bls: &BinlogStream) -> Role {
     Role {
         metadata: meta(bls),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![crate::crd::GROUP.into()]),
-            resources: Some(vec!["binlogstreams/status".into()]),
-            resource_names: Some(vec![bls.name_any()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..Default::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![crate::crd::GROUP.into()]),
+                resources: Some(vec!["binlogstreams/status".into()]),
+                resource_names: Some(vec![bls.name_any()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                resource_names: Some(vec![child_name(bls)]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+/// The publisher's fence: a replacement pod streams only once it holds this lease, which the
+/// old pod releases after its final checkpoint (or which expires when it died). The operator
+/// creates it (metadata only; the publishers own its spec) so that publishers need no
+/// `create`, which RBAC cannot restrict to one name.
+pub fn publisher_lease(bls: &BinlogStream) -> Lease {
+    Lease {
+        metadata: meta(bls),
+        spec: None,
     }
 }
 
@@ -212,6 +233,7 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
             "BINLOGSTREAM_CHECKPOINT_KUBERNETES_UID",
             bls.uid().unwrap_or_default(),
         ),
+        env("BINLOGSTREAM_LEASE", child_name(bls)),
         env(
             "BINLOGSTREAM_METRICS_ADDR",
             format!("0.0.0.0:{METRICS_PORT}"),
@@ -633,13 +655,24 @@ mod tests {
             assert_eq!(m.read_only, Some(true));
             assert!(m.sub_path.is_none(), "subPath would stop rotation");
         }
-        // Mounted by the kubelet: the publisher's role grants no Secret at all.
+        // Mounted by the kubelet: the publisher's role grants no Secret at all; only its own
+        // status and its own fence lease, each by name.
         let rules = role(&bls).rules.expect("rules");
         assert!(rules.iter().all(|r| r
             .resources
             .iter()
             .flatten()
-            .all(|x| x == "binlogstreams/status")));
+            .all(|x| x == "binlogstreams/status" || x == "leases")));
+        assert!(rules
+            .iter()
+            .all(|r| r.resource_names.as_ref().is_some_and(|n| n.len() == 1)
+                && r.verbs == ["get", "patch"]));
+        let lease = publisher_lease(&bls);
+        assert_eq!(lease.metadata.name, Some(child_name(&bls)));
+        assert!(lease.spec.is_none(), "the publishers own the lease's spec");
+        assert!(publisher_env(&bls)
+            .iter()
+            .any(|e| e.name == "BINLOGSTREAM_LEASE" && e.value == Some(child_name(&bls))));
         assert_eq!(
             pod.image_pull_secrets,
             Some(vec![LocalObjectReference {

@@ -1,5 +1,6 @@
 //! Where the publisher remembers how far consumers have been served.
 
+pub mod fence;
 pub mod file;
 pub mod kubernetes;
 
