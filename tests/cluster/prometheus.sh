@@ -2,11 +2,13 @@
 # A real Prometheus (Debian's binary) scrapes the cluster, and every query the chart ships must
 # return series. Runs after stream.sh (a BinlogStream streaming); e2e.sh calls it.
 #   bash tests/cluster/prometheus.sh
-# - Scrape config: the chart's rendered PodMonitor, turned into kubernetes_sd (role pod, the
-#   harness's kubeconfig) with the same keep rules and relabelings, so the relabeling tested is
-#   the one that ships; the operator is scraped the way its ServiceMonitor does (port
-#   `metrics`, honor_labels). Prometheus also loads files/alerts.yaml: every rule must evaluate
-#   without error.
+# - Scrape config: the chart's rendered PodMonitor, turned into pod discovery with the same
+#   keep rules and relabelings, so the relabeling tested is the one that ships; the operator is
+#   scraped the way its ServiceMonitor does (port `metrics`, honor_labels). Debian's prometheus
+#   2.42 is built without kubernetes_sd, so discovery is file_sd fed by a loop (PID file
+#   sd-refresh) that turns `kubectl get pods -A -o json` into the __meta_kubernetes_pod_*
+#   labels kubernetes_sd (role pod) gives (tests/prometheus/pod_sd.py) every 5 s.
+#   Prometheus also loads files/alerts.yaml: every rule must evaluate without error.
 # - Every expression of the PrometheusRule and of every dashboard panel (read from the files
 #   by tests/prometheus/exprs.py) is queried. Dashboard queries must return series. An alert
 #   expression is empty on a healthy stream (that is what healthy means), so when it is empty
@@ -39,7 +41,7 @@ stop_by_pid() {
   rm -f "$STATE/pids/$1"
   log "$1 stopped (pid $p)"
 }
-trap 'stop_by_pid prometheus; stop_by_pid snapshot-probe' EXIT
+trap 'stop_by_pid prometheus; stop_by_pid snapshot-probe; stop_by_pid sd-refresh' EXIT
 free_port() { ip netns exec "$NS" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- the snapshot probe ----------------------------------------------------------------------------
@@ -59,12 +61,20 @@ start snapshot-probe env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_R
   --snapshot-tables shop.orders --snapshot-request-id e2e-metrics --metrics-addr "127.0.0.1:$PROBE_PORT"
 log "snapshot probe: publisher on 127.0.0.1:$PROBE_PORT (pid $(cat "$STATE/pids/snapshot-probe"))"
 
+# --- pod discovery (file_sd) ------------------------------------------------------------------------
+echo '[]' >"$PDIR/pods.json"
+assert_local
+start sd-refresh env KUBECONFIG="$STATE/kubeconfig" bash -c 'while :; do
+  "$1" get pods -A -o json >"$2.raw" && python3 "$3" <"$2.raw" >"$2.tmp" && mv "$2.tmp" "$2"
+  sleep 5; done' sd-refresh "$TOOLS_BIN/kubectl" "$PDIR/pods.json" "$REPO/tests/prometheus/pod_sd.py"
+wait_for sd-refresh 30 grep -q __address__ "$PDIR/pods.json"
+
 # --- scrape config from the chart ------------------------------------------------------------------
 "$TOOLS_BIN/helm" template bls "$REPO/charts/binlogstream" -n bls-system \
   --set metrics.publisherPodMonitor.enabled=true --set metrics.serviceMonitor.enabled=true >"$PDIR/chart.yaml"
-python3 - "$PDIR/chart.yaml" "$STATE/kubeconfig" "$REPO/charts/binlogstream/files/alerts.yaml" "$INTERVAL" "127.0.0.1:$PROBE_PORT" >"$PDIR/prometheus.yml" <<'PY'
+python3 - "$PDIR/chart.yaml" "$PDIR/pods.json" "$REPO/charts/binlogstream/files/alerts.yaml" "$INTERVAL" "127.0.0.1:$PROBE_PORT" >"$PDIR/prometheus.yml" <<'PY'
 import re, sys, yaml
-chart, kubeconfig, rules, interval, probe = sys.argv[1:6]
+chart, pods_file, rules, interval, probe = sys.argv[1:6]
 docs = [d for d in yaml.safe_load_all(open(chart)) if d]
 pm = next(d for d in docs if d["kind"] == "PodMonitor")
 sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
@@ -77,13 +87,14 @@ def snake(r):
     return out
 def keep(labels):
     return [{"source_labels": [meta(k)], "regex": v, "action": "keep"} for k, v in labels.items()]
-sd = [{"role": "pod", "kubeconfig_file": kubeconfig}]
+# kubernetes_sd (role pod) is emulated by file_sd: see pod_sd.py.
+sd = [{"files": [pods_file], "refresh_interval": f"{interval}s"}]
 ep = pm["spec"]["podMetricsEndpoints"][0]
 publishers = {
     "job_name": "binlogstream-publishers",
     "scrape_interval": f"{interval}s",
     "metrics_path": ep.get("path", "/metrics"),
-    "kubernetes_sd_configs": sd,
+    "file_sd_configs": sd,
     "relabel_configs": keep(pm["spec"]["selector"]["matchLabels"])
     + [{"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": ep["port"], "action": "keep"}]
     + [snake(r) for r in ep.get("relabelings", [])],
@@ -93,7 +104,7 @@ operator = {
     "job_name": "binlogstream-operator",
     "scrape_interval": f"{interval}s",
     "honor_labels": bool(sep.get("honorLabels")),
-    "kubernetes_sd_configs": sd,
+    "file_sd_configs": sd,
     "relabel_configs": keep(sm["spec"]["selector"]["matchLabels"])
     + [{"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": sep["port"], "action": "keep"},
        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
