@@ -67,7 +67,7 @@ assert_local
 start sd-refresh env KUBECONFIG="$STATE/kubeconfig" bash -c 'while :; do
   "$1" get pods -A -o json >"$2.raw" && python3 "$3" <"$2.raw" >"$2.tmp" && mv "$2.tmp" "$2"
   sleep 5; done' sd-refresh "$TOOLS_BIN/kubectl" "$PDIR/pods.json" "$REPO/tests/prometheus/pod_sd.py"
-wait_for sd-refresh 30 grep -q __address__ "$PDIR/pods.json"
+wait_for sd-refresh 30 grep -q __meta_kubernetes_pod_container_port_name "$PDIR/pods.json"
 
 # --- scrape config from the chart ------------------------------------------------------------------
 "$TOOLS_BIN/helm" template bls "$REPO/charts/binlogstream" -n bls-system \
