@@ -89,7 +89,8 @@ A writer inserts a row into shop.orders every second; a consumer prints the reco
 ($STATE/logs/demo-consumer.log).
 
 Try next:
-  ./demo.sh kubectl get bls -A -w                 watch the position move with every row (Ctrl-C)
+  ./demo.sh kubectl get bls -A -w                 watch the position move (the publisher stores it
+                                                  in status every 10 s; Ctrl-C to stop watching)
   tail -f $STATE/logs/demo-consumer.log     the records a consumer receives
   ./demo.sh kubectl -n shop patch bls shop --type merge -p '{"spec":{"paused":true}}'
                                                   pause: drains, Ready=False (Paused), no pod
