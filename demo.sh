@@ -5,18 +5,61 @@
 # `publisher tail`. Everything it starts is stopped and removed on exit.
 #   ./demo.sh                the whole product on a local Kubernetes 1.20 cluster (no Docker):
 #                            cluster, images, helm install, MariaDB + kinesalite, a BinlogStream,
-#                            rows written and read back, `kubectl get bls`; left running
-#   ./demo.sh --down         tear all of that down (host left exactly as before)
+#                            rows written and read back, `kubectl get bls`; left running, with a
+#                            writer (a row a second) and a consumer (`publisher tail --follow`)
+#   ./demo.sh kubectl ARGS…  kubectl against that cluster (it lives in netns bls-e2e)
+#   ./demo.sh shell          a shell inside the cluster's network namespace, kubectl working
+#   ./demo.sh sql "SQL"      the demo's MariaDB (database shop), as root
+#   ./demo.sh --down         stop writer and consumer, tear all of that down (host left as before)
 #   ./demo.sh --standalone   the publisher alone: MariaDB + kinesalite, no Kubernetes
 #   ./demo.sh --standalone --follow   keep writing a change a second until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# The cluster's helpers (kc: kubectl inside the namespace, after checking the node address is
+# local there; live_pid; start).
+cluster_env() { . tests/cluster/common.sh; }
+need_cluster() {
+  [ -f "$STATE/kubeconfig" ] && ip netns list 2>/dev/null | grep -qw "^$NS" \
+    || { echo "no demo cluster is running: start it with ./demo.sh" >&2; exit 1; }
+}
+stop_demo_clients() {
+  local name p
+  for name in demo-writer demo-consumer; do
+    p=$(live_pid "$name") || { rm -f "$STATE/pids/$name"; continue; }
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 1 25); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$p" 2>/dev/null || true
+    rm -f "$STATE/pids/$name"
+    echo "[demo] stopped $name (pid $p)" >&2
+  done
+}
+
 case "${1:-}" in
   --down)
+    cluster_env
+    stop_demo_clients
     exec bash tests/cluster/down.sh ;;
+  kubectl)
+    shift; cluster_env; need_cluster
+    kc "$@"; exit ;;
+  shell)
+    shift; cluster_env; need_cluster; assert_local
+    mkdir -p "$STATE/demo"
+    cat >"$STATE/demo/bashrc" <<RC
+[ -f /etc/bash.bashrc ] && . /etc/bash.bashrc
+export KUBECONFIG="$STATE/kubeconfig" PATH="$TOOLS_BIN:\$PATH"
+alias k=kubectl
+PS1='[bls-demo \W]\\$ '
+echo "Inside netns $NS: kubectl (alias k) talks to the demo cluster. Try: kubectl get bls -A -w   (exit to leave)"
+RC
+    exec ip netns exec "$NS" bash --rcfile "$STATE/demo/bashrc" -i ;;
+  sql)
+    shift; cluster_env; need_cluster
+    exec mariadb --no-defaults -uroot --socket="$STATE/mariadb/sock" shop -e "$*" ;;
   --standalone)
     shift ;;
-  *)
+  "")
     # Kubernetes: the cluster lives in network namespace bls-e2e; every client runs inside it.
     export BLS_E2E_KEEP_STATE=1
     bash tests/setup/install-deps.sh
@@ -24,12 +67,48 @@ case "${1:-}" in
     bash tests/cluster/images.sh
     bash tests/cluster/smoke.sh
     bash tests/cluster/stream.sh
-    K="ip netns exec bls-e2e env KUBECONFIG=${BLS_E2E_DIR:-/tmp/bls-e2e}/kubeconfig $HOME/.cache/binlogstream/k8s-tools/bin/kubectl"
+    cluster_env
+    # A writer (a row a second) and a consumer (the stream's records as they arrive), so that
+    # `kubectl get bls -w` shows the position moving. Both are background processes with PID
+    # files in $STATE/pids (./demo.sh --down, and down.sh, stop them).
+    stop_demo_clients
+    mkdir -p "$STATE/demo"
+    start demo-writer bash -c 'i=0; while :; do i=$((i + 1)); mariadb --no-defaults -uroot --socket="$0" -e "INSERT INTO shop.orders (item, qty) VALUES (\"demo\", $i)" || echo "insert $i failed"; sleep 1; done' "$STATE/mariadb/sock"
+    cp "$CACHE/target-images/release/publisher" "$STATE/demo/publisher"
+    start demo-consumer env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
+      AWS_EC2_METADATA_DISABLED=true "$STATE/demo/publisher" tail --stream shop-changes \
+      --endpoint "http://$NODE_IP:4567" --from latest --follow --keys
     sleep 15
-    $K get bls -A -o wide
-    $K -n shop get bls shop -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
-    printf '\nThe cluster is running. Look around with:\n  %s get bls,pods -A\nTear everything down with: ./demo.sh --down\n' "$K"
+    kc get bls -A -o wide
+    kc -n shop get bls shop -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
+    cat <<NEXT
+
+The demo is running: Kubernetes 1.20 in network namespace $NS, the operator (namespace bls-system),
+BinlogStream shop/shop streaming MariaDB's shop.* into Kinesis stream shop-changes (kinesalite).
+A writer inserts a row into shop.orders every second; a consumer prints the records
+($STATE/logs/demo-consumer.log).
+
+Try next:
+  ./demo.sh kubectl get bls -A -w                 watch the position move (the publisher stores it
+                                                  in status every 10 s; Ctrl-C to stop watching)
+  tail -f $STATE/logs/demo-consumer.log     the records a consumer receives
+  ./demo.sh kubectl -n shop patch bls shop --type merge -p '{"spec":{"paused":true}}'
+                                                  pause: drains, Ready=False (Paused), no pod
+  ./demo.sh kubectl -n shop patch bls shop --type merge -p '{"spec":{"paused":false}}'
+                                                  resume exactly where it stopped
+  kill -STOP \$(cat $STATE/pids/kinesalite)   break Kinesis: Degraded, then Lagging (kill -CONT to heal)
+  kill -STOP \$(cat $STATE/pids/mariadb)      break the source (kill -CONT to heal)
+  ./demo.sh kubectl -n shop get bls shop -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+                                                  the conditions and why
+  ./demo.sh kubectl -n shop get events --sort-by=.lastTimestamp
+  ./demo.sh sql "SELECT COUNT(*) FROM orders"     the source
+  ./demo.sh shell                                 a shell with kubectl (alias k) working
+Tear everything down with: ./demo.sh --down
+NEXT
     exit 0 ;;
+  *)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
+    exit 2 ;;
 esac
 FOLLOW=0; [ "${1:-}" = "--follow" ] && FOLLOW=1
 

@@ -47,6 +47,10 @@ HELM="$BINLOGSTREAM_CACHE/k8s-tools/bin/helm"
 "$HELM" lint --strict charts/binlogstream
 "$HELM" template ci charts/binlogstream --namespace bls-system --include-crds >/dev/null
 "$HELM" template ci charts/binlogstream --set metrics.serviceMonitor.enabled=true --set replicaCount=2 >/dev/null
+"$HELM" template ci charts/binlogstream --set metrics.publisherPodMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true --set 'watchNamespaces={a,b}' >/dev/null
+
+step "alert rules and dashboard: promtool check/test rules (tests/prometheus/check.sh)"
+bash tests/prometheus/check.sh
 
 step "benchmark smoke run (20,000 rows per workload; 5,000 into kinesalite)"
 cargo run --locked --release -q -p binlogstream-tests --bin bench -- --rows 20000 --txn-rows 20000 --kinesis-rows 5000 --original-rows 500 --original-decode-rows 2000 --latency-seconds 2

@@ -48,9 +48,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// One of `metrics::ERROR_KINDS`: what an on-call engineer acts on differently.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Kube(kube::Error::Api(s)) => match s.code {
+                409 => "conflict",
+                401 | 403 => "forbidden",
+                404 | 410 => "not_found",
+                400 | 422 => "invalid",
+                429 => "throttled",
+                500..=599 => "server_error",
+                _ => "other",
+            },
+            Error::Kube(
+                kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::HttpError(_),
+            ) => "connection",
+            Error::Kube(kube::Error::SerdeError(_) | kube::Error::ReadEvents(_)) => "decode",
+            Error::Kube(kube::Error::Auth(_)) => "auth",
+            Error::Kube(_) => "other",
         }
     }
 }
@@ -508,6 +523,15 @@ pub fn pod_state(pods: &[Pod]) -> (PodState, Option<String>) {
     }
 }
 
+/// Container restarts of the stream's pods, as their status counts them.
+pub fn restarts(pods: &[Pod]) -> i64 {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .map(|c| i64::from(c.restart_count))
+        .sum()
+}
+
 fn same_conditions(
     a: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     b: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
@@ -538,6 +562,8 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
     if bls.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them.
         ctx.forget(&key(&bls));
+        ctx.metrics
+            .forget_stream(&bls.namespace().unwrap_or_default(), &bls.name_any());
         return Ok(Action::await_change());
     }
     let ns = bls.namespace().unwrap_or_default();
@@ -652,6 +678,18 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
             }
         }
     }
+    ctx.metrics.observe_stream(
+        &ns,
+        &bls.name_any(),
+        crate::metrics::StreamObservation {
+            conditions: new_conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+            paused: bls.spec.paused,
+            restarts: restarts(&pods),
+        },
+    );
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&key(&bls));
     }
@@ -724,6 +762,7 @@ async fn run_in(
     let config = controller::Config::default().concurrency(ctx.concurrency);
     let controller = Controller::new(streams, watcher::Config::default()).with_config(config);
     let by_pod = controller.store();
+    let metrics = ctx.metrics.clone();
     controller
         .owns_stream(watched.deployments)
         .owns_stream(watched.service_accounts)
@@ -733,14 +772,26 @@ async fn run_in(
         .watches_stream(watched.pods, move |pod: Pod| stream_of_pod(&by_pod, &pod))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            match r {
-                Ok((obj, _)) => debug!(
-                    name = %obj.name,
-                    namespace = obj.namespace.as_deref().unwrap_or(""),
-                    "reconciled"
-                ),
-                Err(e) => warn!(error = %e, "reconcile error"),
+        .for_each(|r| {
+            // A stream deleted without a finalizer is never reconciled again: drop its
+            // series here.
+            if let Err(controller::Error::ObjectNotFound(obj)) = &r {
+                metrics.forget_stream(obj.namespace.as_deref().unwrap_or(""), &obj.name);
+            }
+            async move {
+                match r {
+                    Ok((obj, _)) => debug!(
+                        name = %obj.name,
+                        namespace = obj.namespace.as_deref().unwrap_or(""),
+                        "reconciled"
+                    ),
+                    Err(controller::Error::ObjectNotFound(obj)) => debug!(
+                        name = %obj.name,
+                        namespace = obj.namespace.as_deref().unwrap_or(""),
+                        "stream deleted"
+                    ),
+                    Err(e) => warn!(error = %e, "reconcile error"),
+                }
             }
         })
         .await;
@@ -759,4 +810,63 @@ fn stream_of_pod(streams: &Store<BinlogStream>, pod: &Pod) -> Option<ObjectRef<B
         .into_iter()
         .find(|b| b.namespace().as_deref() == Some(ns) && &build::instance_label(b) == instance)
         .map(|b| ObjectRef::from_obj(&*b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+    use kube::core::Status;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(
+            Status::failure("x", "X").with_code(code).boxed(),
+        ))
+    }
+
+    #[test]
+    fn errors_map_to_the_fixed_kinds() {
+        for (code, kind) in [
+            (409, "conflict"),
+            (403, "forbidden"),
+            (404, "not_found"),
+            (422, "invalid"),
+            (429, "throttled"),
+            (503, "server_error"),
+            (418, "other"),
+        ] {
+            assert_eq!(api(code).metric_label(), kind, "HTTP {code}");
+        }
+        let Err(decode) = serde_json::from_str::<u8>("x") else {
+            panic!("`x` parsed as a number");
+        };
+        assert_eq!(
+            Error::Kube(kube::Error::SerdeError(decode)).metric_label(),
+            "decode"
+        );
+        for code in [409, 403, 404, 422, 429, 503, 418] {
+            assert!(crate::metrics::ERROR_KINDS.contains(&api(code).metric_label()));
+        }
+    }
+
+    #[test]
+    fn restarts_add_up_over_the_streams_pods() {
+        let pod = |counts: &[i32]| Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(
+                    counts
+                        .iter()
+                        .map(|n| ContainerStatus {
+                            restart_count: *n,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(restarts(&[]), 0);
+        assert_eq!(restarts(&[pod(&[2]), pod(&[1, 0]), Pod::default()]), 3);
+    }
 }

@@ -31,6 +31,18 @@ pub struct TableLabel {
     pub table: String,
 }
 
+/// The reasons `sink::kinesis::retry` gives a retry. Each exists from the start (at 0), so
+/// dashboards show the family and `rate()` counts the first retry.
+pub const RETRY_REASONS: &[&str] = &[
+    "throttled",
+    "kms_throttled",
+    "internal_failure",
+    "timeout",
+    "connection",
+    "bad_response",
+    "server_error",
+];
+
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -55,6 +67,8 @@ pub struct Metrics {
     pub snapshot_table_rows: Family<TableLabel, Gauge>,
     pub snapshot_table_rows_estimated: Family<TableLabel, Gauge>,
     pub snapshot_tables_skipped: Counter,
+    /// 1 while a snapshot runs (alerts tell a stalled snapshot from none).
+    pub snapshot_running: Gauge,
     /// Source side: reconnect attempts, and 1 while a binlog dump is open (0 while the
     /// publisher is reconnecting).
     pub source_reconnects: Counter,
@@ -110,6 +124,7 @@ impl Metrics {
             snapshot_table_rows: Family::default(),
             snapshot_table_rows_estimated: Family::default(),
             snapshot_tables_skipped: Counter::default(),
+            snapshot_running: Gauge::default(),
             source_reconnects: Counter::default(),
             source_connected: Gauge::default(),
             checkpoint_store_failures: Counter::default(),
@@ -185,6 +200,11 @@ impl Metrics {
             m.snapshot_tables_skipped.clone(),
         );
         r.register(
+            "snapshot_running",
+            "1 while a snapshot runs, 0 otherwise",
+            m.snapshot_running.clone(),
+        );
+        r.register(
             "source_reconnects",
             "Attempts to reconnect to the source after the connection was lost",
             m.source_reconnects.clone(),
@@ -234,6 +254,11 @@ impl Metrics {
             "Now minus the timestamp of the newest acknowledged event (0 when idle and caught up)",
             m.lag.clone(),
         );
+        for reason in RETRY_REASONS {
+            let _ = m.retries.get_or_create(&Reason {
+                reason: (*reason).into(),
+            });
+        }
         m
     }
 
@@ -347,7 +372,20 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::Metrics;
+    use super::{Metrics, RETRY_REASONS};
+
+    #[test]
+    fn every_retry_reason_and_the_snapshot_flag_exist_from_the_start() {
+        let out = Metrics::new().render();
+        for reason in RETRY_REASONS {
+            let line = format!("binlogstream_retries_total{{reason=\"{reason}\"}} 0");
+            assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
+        }
+        assert!(
+            out.lines().any(|l| l == "binlogstream_snapshot_running 0"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn unapplied_partial_json_updates_are_exported() {

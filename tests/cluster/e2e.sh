@@ -9,7 +9,8 @@
 #   - Kinesis unreachable for a while (emulator frozen with SIGSTOP): Degraded=True, then Ready
 #     again with nothing lost; the lag passing the threshold: Lagging=True, then it clears;
 #   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
-#   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object.
+#   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object;
+#   - prometheus.sh: a real Prometheus scrapes publisher and operator; every query has series.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 . "$HERE/common.sh"
@@ -47,6 +48,7 @@ moved() { [ "$(kc -n $TNS get bls shop -o 'jsonpath={.status.checkpoint.display}
 wait_until 60 "checkpoint advances past $before" moved
 log "checkpoint moved: $before -> $(kc -n $TNS get bls shop -o 'jsonpath={.status.checkpoint.display}')"
 kc -n $TNS get bls -o wide
+bash "$HERE/prometheus.sh"   # a real Prometheus: every alert and dashboard query has series
 
 # 3: delete the publisher pod while rows are being written; the next pod resumes.
 ( for i in $(seq 1 200); do sql -e "INSERT INTO shop.orders (item, qty) VALUES ('bulk', $i)"; sleep 0.02; done ) &

@@ -23,11 +23,24 @@ t=$SECONDS
 # operator gets rustls with both `ring` (kube) and `aws-lc-rs` (the AWS SDK) and panics at start
 # ("Could not automatically determine the process-level CryptoProvider"). Built alone it has ring
 # only. (`cargo build --release -p publisher -p operator` reproduces the panic.)
+# Several worktrees of this repository share TARGET_DIR. Cargo decides freshness by comparing
+# source mtimes (paths relative to the package) with the last build, so binaries built from
+# another worktree look fresh here when this tree's files are older: the image would hold the
+# other tree's code. Record which tree and state was built; when it differs, touch the
+# workspace's sources so cargo rebuilds from this tree.
+built_from="$REPO $(git -C "$REPO" rev-parse HEAD 2>/dev/null) $( { git -C "$REPO" diff HEAD; git -C "$REPO" status --porcelain; } 2>/dev/null | sha256sum | cut -c1-16)"
+if [ "$(cat "$TARGET_DIR/.built-from" 2>/dev/null)" != "$built_from" ]; then
+  log "last release build was from another tree or state: rebuilding from $REPO"
+  find "$REPO/publisher" "$REPO/operator" -path '*/fuzz' -prune -o \( -name '*.rs' -o -name Cargo.toml \) -exec touch {} +
+fi
+mkdir -p "$TARGET_DIR"
+rm -f "$TARGET_DIR/.built-from"
 for pkg in operator publisher; do
   log "cargo build --release -p $pkg (CARGO_TARGET_DIR=$TARGET_DIR)"
   (cd "$REPO" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p "$pkg")
   cp "$TARGET_DIR/release/$pkg" "$OUT/$pkg.bin"
 done
+echo "$built_from" >"$TARGET_DIR/.built-from"
 log "release binaries built in $((SECONDS - t))s"
 
 passwd_files() {  # rootfs

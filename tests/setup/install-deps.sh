@@ -26,6 +26,21 @@ if ! command -v curl >/dev/null 2>&1; then
   ( flock 9; DEBIAN_FRONTEND=noninteractive apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null ) 9>"$CACHE/apt.lock"
 fi
 
+# promtool (alert rule tests) and prometheus (the e2e scrapes the cluster with it): Debian's
+# prometheus package (2.42 on bookworm). Its service is not started (no systemd here; and
+# invoke-rc.d's policy refuses it in containers); the e2e runs the binary itself.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "[setup] installing prometheus (promtool) from Debian packages" >&2
+  (
+    flock 9
+    if ! command -v promtool >/dev/null 2>&1; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    fi
+  ) 9>"$CACHE/apt.lock"
+fi
+
 VENV="$CACHE/pyrepl-$PYREPL_VERSION"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] building a venv with mysql-replication==$PYREPL_VERSION (the original's decoder)" >&2

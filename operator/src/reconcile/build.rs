@@ -26,6 +26,8 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{BinlogStream, TlsMode};
 
 pub const METRICS_PORT: i32 = 9464;
+/// Pod annotation holding the BinlogStream's name, for scrape relabeling.
+pub const STREAM_NAME_ANNOTATION: &str = "binlogstream.io/name";
 
 /// Operator-wide settings the children depend on.
 #[derive(Debug, Clone)]
@@ -467,10 +469,16 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        "binlogstream.io/spec-generation".to_string(),
-                        bls.meta().generation.unwrap_or(0).to_string(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            "binlogstream.io/spec-generation".to_string(),
+                            bls.meta().generation.unwrap_or(0).to_string(),
+                        ),
+                        // The full name (the instance label is fitted to 63 characters):
+                        // the chart's PodMonitor relabels it into `binlogstream`, the label
+                        // the operator's per-stream metrics carry.
+                        (STREAM_NAME_ANNOTATION.to_string(), bls.name_any()),
+                    ])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -554,6 +562,28 @@ mod tests {
         assert_eq!(
             deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn publisher_pods_carry_the_full_stream_name_for_scrapes() {
+        let mut b = stream(serde_json::json!({"mode": "disabled"}));
+        let long = format!("{}-a", "x".repeat(80));
+        b.metadata.name = Some(long.clone());
+        let template = deployment(&b, &cfg()).spec.expect("spec").template;
+        let meta = template.metadata.expect("metadata");
+        assert_eq!(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(STREAM_NAME_ANNOTATION)),
+            Some(&long)
+        );
+        // The label the PodMonitor falls back to is the fitted name.
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/instance")),
+            Some(&instance_label(&b))
         );
     }
 

@@ -93,6 +93,7 @@ impl Reporter {
     pub fn begin(&mut self, request_id: &str, method: &str, tables: &[String], rows_before: u64) {
         self.started = Instant::now();
         self.rows_at_start = rows_before;
+        self.metrics.snapshot_running.set(1);
         self.progress.with(|v| {
             *v = ProgressView {
                 state: "Running".into(),
@@ -238,6 +239,7 @@ impl Reporter {
 
     pub fn finished(&mut self, request_id: &str) {
         self.clear_line();
+        self.metrics.snapshot_running.set(0);
         let rows = self
             .progress
             .with(|v| {

@@ -104,6 +104,26 @@ mod tests {
         }
     }
 
+    /// Dashboards and alerts know the reasons from `metrics::RETRY_REASONS`, which also
+    /// pre-creates their series: a reason given here must be listed there.
+    #[test]
+    fn every_retry_reason_is_listed_for_metrics() {
+        let source = include_str!("retry.rs");
+        let mut found = 0;
+        for part in source.split("Failure::Retry(\"").skip(1) {
+            let reason = part.split('"').next().unwrap_or_default();
+            if reason.is_empty() || reason.contains(' ') {
+                continue;
+            }
+            found += 1;
+            assert!(
+                crate::metrics::RETRY_REASONS.contains(&reason),
+                "retry reason {reason} is missing from metrics::RETRY_REASONS"
+            );
+        }
+        assert!(found >= 7, "found only {found} retry reasons");
+    }
+
     #[test]
     fn record_errors() {
         assert_eq!(
