@@ -22,6 +22,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
+use super::requests;
 use crate::crd::{BinlogStream, TlsMode};
 
 pub const METRICS_PORT: i32 = 9464;
@@ -167,6 +168,11 @@ pub fn role_binding(bls: &BinlogStream) -> RoleBinding {
     }
 }
 
+/// What the one-shot requests in the spec and their status records ask of the pod.
+fn overrides_of(bls: &BinlogStream) -> requests::Overrides {
+    requests::overrides(&bls.spec, &bls.status.clone().unwrap_or_default())
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -178,6 +184,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// The publisher's settings, as the environment variables its command line reads.
 pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
     let s = &bls.spec;
+    let over = overrides_of(bls);
     let ns = bls.namespace().unwrap_or_default();
     let mut v = vec![
         env(
@@ -200,7 +207,10 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
         ),
         env(
             "BINLOGSTREAM_START",
-            s.start.clone().unwrap_or_else(|| "latest".into()),
+            over.start
+                .clone()
+                .or_else(|| s.start.clone())
+                .unwrap_or_else(|| "latest".into()),
         ),
         env("BINLOGSTREAM_SINK", "kinesis"),
         env("BINLOGSTREAM_STREAM", s.target.stream.clone()),
@@ -226,6 +236,10 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
     }
     if !s.tables.exclude.is_empty() {
         v.push(env("BINLOGSTREAM_EXCLUDE", s.tables.exclude.join(",")));
+    }
+    if let Some((id, tables)) = &over.snapshot {
+        v.push(env("BINLOGSTREAM_SNAPSHOT_REQUEST_ID", id.clone()));
+        v.push(env("BINLOGSTREAM_SNAPSHOT_TABLES", tables.join(",")));
     }
     if let Some(r) = &s.target.region {
         v.push(env("BINLOGSTREAM_REGION", r.clone()));
@@ -432,8 +446,9 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
     Deployment {
         metadata: meta(bls),
         spec: Some(DeploymentSpec {
-            // Paused: no pod. Its SIGTERM drain stores the final checkpoint first.
-            replicas: Some(if s.paused { 0 } else { 1 }),
+            // Paused, or a checkpoint request being applied: no pod. Its SIGTERM drain stores
+            // the final checkpoint first.
+            replicas: Some(if overrides_of(bls).stopped { 0 } else { 1 }),
             strategy: Some(DeploymentStrategy {
                 type_: Some("Recreate".into()),
                 ..Default::default()

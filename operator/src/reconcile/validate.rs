@@ -30,7 +30,7 @@ fn check_pattern(field: &str, p: &str) -> Result<(), Invalid> {
 fn check_start(start: &str) -> Result<(), Invalid> {
     let field = "spec.start";
     match start {
-        "latest" | "earliest" => Ok(()),
+        "latest" | "earliest" | "snapshot" => Ok(()),
         s if s.starts_with("gtid:") => {
             let set = &s[5..];
             let ok = !set.is_empty()
@@ -56,7 +56,9 @@ fn check_start(start: &str) -> Result<(), Invalid> {
             }
             _ => Err(invalid(
                 field,
-                format!("`{s}` is not latest, earliest, FILE:POS (POS >= 4) or gtid:SET"),
+                format!(
+                    "`{s}` is not latest, earliest, snapshot, FILE:POS (POS >= 4) or gtid:SET"
+                ),
             )),
         },
     }
@@ -114,6 +116,80 @@ fn check_tls(tls: &TlsSpec) -> Result<(), Invalid> {
                 format!("`{name}` is not a host name"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `*` matches any run of characters, as in the publisher's table filter.
+fn glob(pat: &[u8], text: &[u8]) -> bool {
+    match pat.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
+        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    }
+}
+
+fn captured(spec: &BinlogStreamSpec, table: &str) -> bool {
+    let m = |p: &String| glob(p.as_bytes(), table.as_bytes());
+    (spec.tables.include.is_empty() || spec.tables.include.iter().any(m))
+        && !spec.tables.exclude.iter().any(m)
+}
+
+fn check_request_id(field: &str, id: &str) -> Result<(), Invalid> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("`{id}` is not 1-63 of A-Za-z0-9._- starting with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_requests(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
+    if let Some(r) = &spec.snapshot {
+        check_request_id("spec.snapshot.requestId", &r.request_id)?;
+        if r.request_id == "initial" {
+            return Err(invalid(
+                "spec.snapshot.requestId",
+                "`initial` names the snapshot of spec.start: snapshot; choose another id",
+            ));
+        }
+        if r.tables.is_empty() {
+            return Err(invalid("spec.snapshot.tables", "names no table"));
+        }
+        for (i, t) in r.tables.iter().enumerate() {
+            let field = format!("spec.snapshot.tables[{i}]");
+            match t.split_once('.') {
+                Some((a, b))
+                    if !a.is_empty()
+                        && !b.is_empty()
+                        && !b.contains('.')
+                        && !t.contains(['*', ',', ' ']) => {}
+                _ => {
+                    return Err(invalid(
+                        &field,
+                        format!("`{t}` is not SCHEMA.TABLE (no wildcards)"),
+                    ))
+                }
+            }
+            if !captured(spec, t) {
+                return Err(invalid(
+                    &field,
+                    format!("`{t}` is not captured by spec.tables (include it first)"),
+                ));
+            }
+        }
+    }
+    if let Some(r) = &spec.checkpoint_request {
+        check_request_id("spec.checkpointRequest.requestId", &r.request_id)?;
+        super::requests::parse_target(&r.to)
+            .map_err(|e| invalid("spec.checkpointRequest.to", e))?;
     }
     Ok(())
 }
@@ -206,7 +282,7 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
     if spec.lag.threshold_seconds < 1 {
         return Err(invalid("spec.lag.thresholdSeconds", "must be at least 1"));
     }
-    Ok(())
+    check_requests(spec)
 }
 
 #[cfg(test)]
@@ -263,6 +339,65 @@ mod tests {
             error(serde_json::json!({"mode": "required", "serverName": "a b"}))
                 .starts_with("spec.source.tls.serverName: `a b` is not a host name")
         );
+    }
+
+    fn with(extra: serde_json::Value) -> Result<(), String> {
+        let mut v = serde_json::json!({
+            "source": {"host": "db", "user": "repl",
+                       "passwordSecretRef": {"name": "db-pw", "key": "password"}},
+            "target": {"stream": "s"},
+            "tables": {"include": ["shop.*"], "exclude": ["shop.secret*"]}
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        validate(&serde_json::from_value(v).expect("spec")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn requests_name_the_field_that_is_wrong() {
+        use serde_json::json;
+        assert_eq!(with(json!({"start": "snapshot"})), Ok(()));
+        assert_eq!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders"]}})),
+            Ok(())
+        );
+        assert_eq!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["other.t"]}})),
+            Err("spec.snapshot.tables[0]: `other.t` is not captured by spec.tables (include it first)".into())
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders", "shop.secret_keys"]}}))
+                .expect_err("excluded")
+                .starts_with("spec.snapshot.tables[1]:")
+        );
+        assert!(with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.*"]}}))
+            .expect_err("wildcard")
+            .starts_with("spec.snapshot.tables[0]: `shop.*` is not SCHEMA.TABLE"));
+        assert!(with(json!({"snapshot": {"requestId": "initial", "tables": ["shop.orders"]}}))
+            .expect_err("reserved")
+            .starts_with("spec.snapshot.requestId:"));
+        assert!(with(json!({"snapshot": {"requestId": "re 1", "tables": ["shop.orders"]}}))
+            .expect_err("space")
+            .starts_with("spec.snapshot.requestId:"));
+        assert!(with(json!({"snapshot": {"requestId": "r", "tables": []}}))
+            .expect_err("empty")
+            .starts_with("spec.snapshot.tables:"));
+        for to in ["binlog.000003:4", "latest", "snapshot", "gtid:0-1-5,1-2-3"] {
+            assert_eq!(
+                with(json!({"checkpointRequest": {"requestId": "mv-1", "to": to}})),
+                Ok(()),
+                "{to}"
+            );
+        }
+        for to in ["binlog.000003:2", "earliest", "gtid:0-1", "nowhere"] {
+            assert!(
+                with(json!({"checkpointRequest": {"requestId": "mv-1", "to": to}}))
+                    .expect_err(to)
+                    .starts_with("spec.checkpointRequest.to:"),
+                "{to}"
+            );
+        }
     }
 
     #[test]
