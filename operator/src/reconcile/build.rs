@@ -550,6 +550,55 @@ mod tests {
         );
     }
 
+    fn all_env(bls: &BinlogStream) -> BTreeMap<String, String> {
+        publisher_env(bls)
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_start_and_an_on_demand_request_reach_the_publisher() {
+        let mut b = stream(serde_json::json!({"mode": "disabled"}));
+        b.spec.start = Some("snapshot".into());
+        b.spec.snapshot = Some(crate::crd::SnapshotRequestSpec {
+            request_id: "re-1".into(),
+            tables: vec!["shop.orders".into(), "shop.items".into()],
+        });
+        let env = all_env(&b);
+        assert_eq!(env["BINLOGSTREAM_START"], "snapshot");
+        assert_eq!(env["BINLOGSTREAM_SNAPSHOT_REQUEST_ID"], "re-1");
+        assert_eq!(env["BINLOGSTREAM_SNAPSHOT_TABLES"], "shop.orders,shop.items");
+        // An applied move to `latest` removed the checkpoint: the pod starts there.
+        b.spec.checkpoint_request = Some(crate::crd::CheckpointRequestSpec {
+            request_id: "mv-1".into(),
+            to: "latest".into(),
+            acknowledge_skip: true,
+        });
+        b.status = Some(crate::crd::BinlogStreamStatus {
+            checkpoint_request: Some(crate::crd::CheckpointRequestStatus {
+                request_id: "mv-1".into(),
+                phase: "Stopping".into(),
+                to: "latest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(0),
+            "stopped while the checkpoint moves"
+        );
+        if let Some(c) = b.status.as_mut().and_then(|s| s.checkpoint_request.as_mut()) {
+            c.phase = "Applied".into();
+        }
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(1)
+        );
+        assert_eq!(all_env(&b)["BINLOGSTREAM_START"], "latest");
+    }
+
     #[test]
     fn long_names_fit_labels_and_stay_distinct() {
         let named = |n: &str| {
