@@ -83,6 +83,9 @@ struct Memory {
     applied: HashMap<&'static str, (u64, String)>,
     /// Generation whose Secrets were found, and when.
     secrets_ok: Option<(Option<i64>, Instant)>,
+    /// The snapshot request whose completion Event was recorded (the cache may still show
+    /// the status from before that reconcile's write).
+    snapshot_completion_noted: Option<String>,
 }
 
 pub struct Context {
@@ -590,6 +593,29 @@ async fn checkpoint_request_step(
         message: None,
         time: Some(now.clone()),
     };
+    let ns = bls.namespace().unwrap_or_default();
+    let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut current = current;
+    if current
+        .as_ref()
+        .is_some_and(|c| c.phase == requests::STOPPING || c.phase == requests::APPLYING)
+    {
+        // The cache may predate this operator's own last write: a request already applied
+        // must not stop the publisher again (nor move the checkpoint twice).
+        let live = api.get_status(&bls.name_any()).await.map_err(Error::Kube)?;
+        let live_status = live.status.unwrap_or_default();
+        if let Some(l) = requests::current_request(&bls.spec, &live_status)
+            .filter(|l| l.phase == requests::APPLIED)
+        {
+            status.checkpoint_request = Some(l.clone());
+            status.checkpoint = live_status.checkpoint.clone();
+            return Ok(false);
+        }
+        if let Some(l) = requests::current_request(&bls.spec, &live_status) {
+            current = Some(l.clone());
+            status.checkpoint_request = Some(l.clone());
+        }
+    }
     match current.as_ref().map(|c| c.phase.as_str()) {
         Some(requests::APPLIED) => return Ok(false),
         Some(requests::STOPPING) | Some(requests::APPLYING) => {}
@@ -639,7 +665,6 @@ async fn checkpoint_request_step(
             return Ok(false);
         }
     }
-    let ns = bls.namespace().unwrap_or_default();
     let selector = build::selector_labels(bls)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -656,7 +681,6 @@ async fn checkpoint_request_step(
         debug!(name = %key(bls), pods = running.items.len(), "checkpoint request waits for the publisher to stop");
         return Ok(true);
     }
-    let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
     let live = api.get_status(&bls.name_any()).await.map_err(Error::Kube)?;
     let live_status = live.status.clone().unwrap_or_default();
     let mut rec = current.unwrap_or_else(|| record(requests::STOPPING, None));
@@ -816,8 +840,14 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
         let was_done = old
             .snapshot_request
             .as_ref()
-            .is_some_and(|o| o.request_id == r.request_id && o.phase == "Completed");
+            .is_some_and(|o| o.request_id == r.request_id && o.phase == "Completed")
+            || ctx.remembered(&k, |m| {
+                m.snapshot_completion_noted.as_deref() == Some(r.request_id.as_str())
+            });
         if r.phase == "Completed" && !was_done {
+            ctx.remembered(&k, |m| {
+                m.snapshot_completion_noted = Some(r.request_id.clone())
+            });
             notes.push((
                 false,
                 "SnapshotRequestCompleted".into(),

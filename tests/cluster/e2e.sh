@@ -124,6 +124,10 @@ wait_until 180 "Ready=True after resuming" shop_ready
 all_rows_arrive 120 "after the pause"
 log "resumed: all $expected rows on the stream ($dups duplicates)"
 
+# 4c: snapshots by resource (issue 13) and moving the checkpoint (issue 14).
+bash "$HERE/snapshot.sh"
+bash "$HERE/rewind.sh"
+
 # 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
 # field; the rest is reported by the operator, naming the field.
 if out=$(kc -n $TNS apply -f - 2>&1 <<YAML

@@ -568,7 +568,10 @@ mod tests {
         let env = all_env(&b);
         assert_eq!(env["BINLOGSTREAM_START"], "snapshot");
         assert_eq!(env["BINLOGSTREAM_SNAPSHOT_REQUEST_ID"], "re-1");
-        assert_eq!(env["BINLOGSTREAM_SNAPSHOT_TABLES"], "shop.orders,shop.items");
+        assert_eq!(
+            env["BINLOGSTREAM_SNAPSHOT_TABLES"],
+            "shop.orders,shop.items"
+        );
         // An applied move to `latest` removed the checkpoint: the pod starts there.
         b.spec.checkpoint_request = Some(crate::crd::CheckpointRequestSpec {
             request_id: "mv-1".into(),
@@ -589,7 +592,11 @@ mod tests {
             Some(0),
             "stopped while the checkpoint moves"
         );
-        if let Some(c) = b.status.as_mut().and_then(|s| s.checkpoint_request.as_mut()) {
+        if let Some(c) = b
+            .status
+            .as_mut()
+            .and_then(|s| s.checkpoint_request.as_mut())
+        {
             c.phase = "Applied".into();
         }
         assert_eq!(

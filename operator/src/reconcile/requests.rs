@@ -35,7 +35,10 @@ pub const SKIP_NOT_ACKNOWLEDGED: &str = "SkipNotAcknowledged";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    FilePos { file: String, pos: u64 },
+    FilePos {
+        file: String,
+        pos: u64,
+    },
     /// The text after `gtid:`.
     Gtid(String),
     Latest,
@@ -121,7 +124,9 @@ fn parse_mysql(set: &str) -> Result<BTreeMap<String, Vec<(u64, u64)>>, String> {
                 None => (iv.parse::<u64>(), iv.parse::<u64>()),
             };
             match (a, b) {
-                (Ok(a), Ok(b)) if a >= 1 && a <= b => out.entry(uuid.clone()).or_default().push((a, b)),
+                (Ok(a), Ok(b)) if a >= 1 && a <= b => {
+                    out.entry(uuid.clone()).or_default().push((a, b))
+                }
                 _ => return Err(format!("`{part}`: `{iv}` is not N or N-M (1 <= N <= M)")),
             }
         }
@@ -147,9 +152,14 @@ fn parse_mysql(set: &str) -> Result<BTreeMap<String, Vec<(u64, u64)>>, String> {
 }
 
 /// True when every transaction of `a` is in `b`.
-fn mysql_subset(a: &BTreeMap<String, Vec<(u64, u64)>>, b: &BTreeMap<String, Vec<(u64, u64)>>) -> bool {
+fn mysql_subset(
+    a: &BTreeMap<String, Vec<(u64, u64)>>,
+    b: &BTreeMap<String, Vec<(u64, u64)>>,
+) -> bool {
     a.iter().all(|(uuid, ivs)| {
-        let Some(have) = b.get(uuid) else { return false };
+        let Some(have) = b.get(uuid) else {
+            return false;
+        };
         ivs.iter()
             .all(|&(x, y)| have.iter().any(|&(p, q)| p <= x && y <= q))
     })
@@ -232,11 +242,9 @@ pub fn direction(target: &Target, cp: Option<&CheckpointStatus>) -> Direction {
             let (skips, replays) = if set.contains(':') {
                 match (parse_mysql(set), parse_mysql(have)) {
                     (Ok(t), Ok(h)) => (!mysql_subset(&t, &h), !mysql_subset(&h, &t)),
-                    _ => {
-                        return Direction::Unordered(format!(
-                            "the checkpoint's GTID set `{have}` is not a MySQL set like the target's"
-                        ))
-                    }
+                    _ => return Direction::Unordered(format!(
+                        "the checkpoint's GTID set `{have}` is not a MySQL set like the target's"
+                    )),
                 }
             } else {
                 match (parse_maria(set), parse_maria(have)) {
@@ -268,8 +276,12 @@ pub fn direction(target: &Target, cp: Option<&CheckpointStatus>) -> Direction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing changes; the message says why and what to do.
-    Refuse { message: String },
-    Apply { direction: Direction },
+    Refuse {
+        message: String,
+    },
+    Apply {
+        direction: Direction,
+    },
 }
 
 pub fn decide(req: &CheckpointRequestSpec, cp: Option<&CheckpointStatus>) -> Decision {
@@ -324,15 +336,20 @@ pub fn current_request<'a>(
 pub fn overrides(spec: &BinlogStreamSpec, status: &BinlogStreamStatus) -> Overrides {
     let current = current_request(spec, status);
     let moving = current.is_some_and(|c| c.phase == STOPPING || c.phase == APPLYING);
-    let start = current
-        .filter(|c| c.phase == APPLIED)
-        .and_then(|c| parse_target(&c.to).ok().filter(|t| !t.is_checkpoint()).map(|_| c.to.clone()));
+    let start = current.filter(|c| c.phase == APPLIED).and_then(|c| {
+        parse_target(&c.to)
+            .ok()
+            .filter(|t| !t.is_checkpoint())
+            .map(|_| c.to.clone())
+    });
     let snapshot = spec.snapshot.as_ref().and_then(|r| {
         let done_here = status
             .snapshot_request
             .as_ref()
             .is_some_and(|s| s.request_id == r.request_id && s.phase == "Completed");
-        let done_there = publisher_completed(status).iter().any(|c| c == &r.request_id);
+        let done_there = publisher_completed(status)
+            .iter()
+            .any(|c| c == &r.request_id);
         // Completed, and the publisher's record of it is gone (a checkpoint request reset
         // the checkpoint): passing it again would run it again.
         (!done_here || done_there).then(|| (r.request_id.clone(), r.tables.clone()))
@@ -517,14 +534,29 @@ mod tests {
         // Back in one domain, forward in another: something is skipped.
         assert_eq!(dir("gtid:0-1-90,1-2-60", &maria), Direction::SkipAhead);
         // A domain the checkpoint never saw: its transactions up to 5 are skipped.
-        assert_eq!(dir("gtid:0-1-100,1-2-50,2-3-5", &maria), Direction::SkipAhead);
+        assert_eq!(
+            dir("gtid:0-1-100,1-2-50,2-3-5", &maria),
+            Direction::SkipAhead
+        );
         let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
         let mysql = cp("b.000002", 4, Some(&format!("{u}:1-100")));
         assert_eq!(dir(&format!("gtid:{u}:1-50"), &mysql), Direction::Rewind);
-        assert_eq!(dir(&format!("gtid:{u}:1-50:51-100"), &mysql), Direction::Unchanged);
-        assert_eq!(dir(&format!("gtid:{u}:1-101"), &mysql), Direction::SkipAhead);
-        assert!(matches!(dir(&format!("gtid:{u}:1-5"), &maria), Direction::Unordered(_)));
-        assert!(matches!(dir("gtid:0-1-5", &cp("b.1", 4, None)), Direction::Unordered(_)));
+        assert_eq!(
+            dir(&format!("gtid:{u}:1-50:51-100"), &mysql),
+            Direction::Unchanged
+        );
+        assert_eq!(
+            dir(&format!("gtid:{u}:1-101"), &mysql),
+            Direction::SkipAhead
+        );
+        assert!(matches!(
+            dir(&format!("gtid:{u}:1-5"), &maria),
+            Direction::Unordered(_)
+        ));
+        assert!(matches!(
+            dir("gtid:0-1-5", &cp("b.1", 4, None)),
+            Direction::Unordered(_)
+        ));
     }
 
     #[test]
@@ -568,7 +600,9 @@ mod tests {
 
     #[test]
     fn the_pod_stops_while_a_request_is_applied_and_starts_where_it_says() {
-        let s = spec(serde_json::json!({"checkpointRequest": {"requestId": "r1", "to": "latest", "acknowledgeSkip": true}}));
+        let s = spec(
+            serde_json::json!({"checkpointRequest": {"requestId": "r1", "to": "latest", "acknowledgeSkip": true}}),
+        );
         let mut st = BinlogStreamStatus::default();
         assert_eq!(overrides(&s, &st), Overrides::default(), "not decided yet");
         let record = |phase: &str| CheckpointRequestStatus {
@@ -587,7 +621,11 @@ mod tests {
         assert!(!o.stopped);
         assert_eq!(o.start.as_deref(), Some("latest"));
         st.checkpoint_request = Some(record(REFUSED));
-        assert_eq!(overrides(&s, &st), Overrides::default(), "a refusal changes nothing");
+        assert_eq!(
+            overrides(&s, &st),
+            Overrides::default(),
+            "a refusal changes nothing"
+        );
         // Another request id: the old record does not apply.
         st.checkpoint_request = Some(CheckpointRequestStatus {
             request_id: "r0".into(),
@@ -595,7 +633,8 @@ mod tests {
         });
         assert!(!overrides(&s, &st).stopped);
         // FILE:POS is written as a checkpoint: no start override.
-        let s = spec(serde_json::json!({"checkpointRequest": {"requestId": "r1", "to": "b.000001:4"}}));
+        let s =
+            spec(serde_json::json!({"checkpointRequest": {"requestId": "r1", "to": "b.000001:4"}}));
         st.checkpoint_request = Some(CheckpointRequestStatus {
             to: "b.000001:4".into(),
             ..record(APPLIED)
@@ -605,7 +644,8 @@ mod tests {
 
     #[test]
     fn a_completed_snapshot_request_is_never_passed_again_once_the_publisher_forgot_it() {
-        let s = spec(serde_json::json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders"]}}));
+        let s =
+            spec(serde_json::json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders"]}}));
         let mut st = BinlogStreamStatus::default();
         let passed = Some(("re-1".to_string(), vec!["shop.orders".to_string()]));
         assert_eq!(overrides(&s, &st).snapshot, passed);
@@ -616,7 +656,10 @@ mod tests {
             request_id: "re-1".into(),
             ..Default::default()
         });
-        assert_eq!(snapshot_request_status(&s, &st, "t1").expect("r").phase, "Running");
+        assert_eq!(
+            snapshot_request_status(&s, &st, "t1").expect("r").phase,
+            "Running"
+        );
         st.checkpoint = Some(CheckpointStatus {
             snapshot: Some(crate::crd::SnapshotCheckpointStatus {
                 request_id: "re-1".into(),
@@ -626,7 +669,10 @@ mod tests {
             ..cp("b.000001", 4, None)
         });
         let done = snapshot_request_status(&s, &st, "t2").expect("r");
-        assert_eq!((done.phase.as_str(), done.completed_at.as_deref()), ("Completed", Some("t2")));
+        assert_eq!(
+            (done.phase.as_str(), done.completed_at.as_deref()),
+            ("Completed", Some("t2"))
+        );
         st.snapshot_request = Some(done.clone());
         // Kept as it was (the completion time does not move).
         assert_eq!(snapshot_request_status(&s, &st, "t3"), Some(done));
@@ -654,7 +700,10 @@ mod tests {
             ..cp("b.000009", 900, None)
         };
         let m = moved_checkpoint("b.000003", 4, Some(&old), "now");
-        assert_eq!((m.file.as_str(), m.position, m.rows_in_transaction), ("b.000003", 4, 0));
+        assert_eq!(
+            (m.file.as_str(), m.position, m.rows_in_transaction),
+            ("b.000003", 4, 0)
+        );
         assert_eq!(m.display.as_deref(), Some("b.000003:4"));
         assert_eq!((m.gtid_set, m.transaction_gtid), (None, None));
         let sn = m.snapshot.expect("completed kept");

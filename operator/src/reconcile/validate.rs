@@ -56,9 +56,7 @@ fn check_start(start: &str) -> Result<(), Invalid> {
             }
             _ => Err(invalid(
                 field,
-                format!(
-                    "`{s}` is not latest, earliest, snapshot, FILE:POS (POS >= 4) or gtid:SET"
-                ),
+                format!("`{s}` is not latest, earliest, snapshot, FILE:POS (POS >= 4) or gtid:SET"),
             )),
         },
     }
@@ -371,15 +369,21 @@ mod tests {
                 .expect_err("excluded")
                 .starts_with("spec.snapshot.tables[1]:")
         );
-        assert!(with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.*"]}}))
-            .expect_err("wildcard")
-            .starts_with("spec.snapshot.tables[0]: `shop.*` is not SCHEMA.TABLE"));
-        assert!(with(json!({"snapshot": {"requestId": "initial", "tables": ["shop.orders"]}}))
-            .expect_err("reserved")
-            .starts_with("spec.snapshot.requestId:"));
-        assert!(with(json!({"snapshot": {"requestId": "re 1", "tables": ["shop.orders"]}}))
-            .expect_err("space")
-            .starts_with("spec.snapshot.requestId:"));
+        assert!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.*"]}}))
+                .expect_err("wildcard")
+                .starts_with("spec.snapshot.tables[0]: `shop.*` is not SCHEMA.TABLE")
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "initial", "tables": ["shop.orders"]}}))
+                .expect_err("reserved")
+                .starts_with("spec.snapshot.requestId:")
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "re 1", "tables": ["shop.orders"]}}))
+                .expect_err("space")
+                .starts_with("spec.snapshot.requestId:")
+        );
         assert!(with(json!({"snapshot": {"requestId": "r", "tables": []}}))
             .expect_err("empty")
             .starts_with("spec.snapshot.tables:"));

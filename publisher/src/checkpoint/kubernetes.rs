@@ -823,7 +823,10 @@ mod tests {
             body
         });
         let cp = store.load().await.expect("load").expect("a checkpoint");
-        let snap = cp.snapshot.clone().expect("the snapshot progress is restored");
+        let snap = cp
+            .snapshot
+            .clone()
+            .expect("the snapshot progress is restored");
         assert_eq!(snap.request_id, "reseed-1");
         assert_eq!(snap.pending, vec!["shop.items", "shop.orders"]);
         assert_eq!(snap.last_key, Some(json!([42, "a"])));
