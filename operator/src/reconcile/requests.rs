@@ -242,9 +242,11 @@ pub fn direction(target: &Target, cp: Option<&CheckpointStatus>) -> Direction {
             let (skips, replays) = if set.contains(':') {
                 match (parse_mysql(set), parse_mysql(have)) {
                     (Ok(t), Ok(h)) => (!mysql_subset(&t, &h), !mysql_subset(&h, &t)),
-                    _ => return Direction::Unordered(format!(
+                    _ => {
+                        return Direction::Unordered(format!(
                         "the checkpoint's GTID set `{have}` is not a MySQL set like the target's"
-                    )),
+                    ))
+                    }
                 }
             } else {
                 match (parse_maria(set), parse_maria(have)) {
