@@ -35,12 +35,12 @@ distinct_of() { id_counts $STREAM events | awk -v lo="$1" -v hi="$2" '$1 >= lo &
 arrived() { [ "$(distinct_of "$1" "$2")" -ge $(($2 - $1 + 1)) ]; }
 moved_from() { local d; d=$(field $TNS $NAME '{.status.checkpoint.display}'); [ -n "$d" ] && [ "$d" != "$1" ]; }
 
-sql -e "INSERT INTO rw.events SELECT seq, 'first' FROM seq_1_to_20"
+sql -e "INSERT INTO rw.events SELECT seq, 'first' FROM rw.seq_1_to_20"
 wait_until 120 "rows 1-20 on the stream" arrived 1 20
 wait_until 60 "the checkpoint moves past the first 20 rows" moved_from "$p0"
 p1=$(field $TNS $NAME '{.status.checkpoint.display}')
 log "checkpoint after rows 1-20: $p1"
-for b in 0 1 2; do sql -e "INSERT INTO rw.events SELECT seq, 'second' FROM seq_$((21 + b * 10))_to_$((30 + b * 10))"; done
+for b in 0 1 2; do sql -e "INSERT INTO rw.events SELECT seq, 'second' FROM rw.seq_$((21 + b * 10))_to_$((30 + b * 10))"; done
 wait_until 120 "rows 21-50 on the stream" arrived 21 50
 wait_until 60 "the checkpoint moves past rows 21-50" moved_from "$p1"
 log "checkpoint after rows 21-50: $(field $TNS $NAME '{.status.checkpoint.display}')"
@@ -75,7 +75,7 @@ kc -n $TNS patch bls $NAME --type merge -p '{"spec":{"paused":true}}'
 stopped() { [ "$(cond $TNS $NAME Ready reason)" = Paused ] && [ -z "$(kc -n $TNS get pods -l app.kubernetes.io/instance=$NAME -o name)" ]; }
 wait_until 120 "$NAME paused, no pod" stopped
 held=$(field $TNS $NAME '{.status.checkpoint.display}')
-sql -e "INSERT INTO rw.events SELECT seq, 'skipped' FROM seq_52_to_61"
+sql -e "INSERT INTO rw.events SELECT seq, 'skipped' FROM rw.seq_52_to_61"
 end=$(sql -N -e "SHOW MASTER STATUS" | awk '{ print $1 ":" $2 }')
 log "paused at $held; rows 52-61 written; binlog end $end"
 kc -n $TNS patch bls $NAME --type merge -p "{\"spec\":{\"checkpointRequest\":{\"requestId\":\"rw-skip\",\"to\":\"$end\"}}}"
@@ -95,7 +95,7 @@ ev=$(events_of $TNS $NAME CheckpointSkippedAhead); log "CheckpointSkippedAhead e
 echo "$ev" | grep -q "skipped on purpose" || die "the skip Event does not say the changes are skipped on purpose: $ev"
 kc -n $TNS patch bls $NAME --type merge -p '{"spec":{"paused":false}}'
 wait_until 180 "Ready after resuming" ready
-sql -e "INSERT INTO rw.events SELECT seq, 'after-skip' FROM seq_62_to_66"
+sql -e "INSERT INTO rw.events SELECT seq, 'after-skip' FROM rw.seq_62_to_66"
 wait_until 120 "rows 62-66 on the stream" arrived 62 66
 sleep 3
 skipped=$(count_of 52 61)

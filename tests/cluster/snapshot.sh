@@ -23,8 +23,8 @@ DROP DATABASE IF EXISTS snap;
 CREATE DATABASE snap CHARACTER SET utf8mb4;
 CREATE TABLE snap.items (id INT PRIMARY KEY, name VARCHAR(40), qty INT);
 CREATE TABLE snap.small (id INT PRIMARY KEY, label VARCHAR(20));
-INSERT INTO snap.items SELECT seq, CONCAT('item-', seq), seq % 97 FROM seq_1_to_$ROWS;
-INSERT INTO snap.small SELECT seq, CONCAT('s-', seq) FROM seq_1_to_50;
+INSERT INTO snap.items SELECT seq, CONCAT('item-', seq), seq % 97 FROM snap.seq_1_to_$ROWS;
+INSERT INTO snap.small SELECT seq, CONCAT('s-', seq) FROM snap.seq_1_to_50;
 ANALYZE TABLE snap.items, snap.small;
 EOF
 log "snap.items: $(sql -N -e 'SELECT COUNT(*) FROM snap.items') rows, snap.small: 50 rows before the stream exists"
