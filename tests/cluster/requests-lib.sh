@@ -6,8 +6,9 @@ MDB="$STATE/mariadb"
 KINESIS="http://$NODE_IP:4567"
 PY="$CACHE/pyrepl-1.0.17/bin/python"
 sql() { mariadb --no-defaults -uroot --socket="$MDB/sock" "$@"; }
-cond() { kc -n "$1" get bls "$2" -o "jsonpath={.status.conditions[?(@.type==\"$3\")].$4}" 2>/dev/null; }
-field() { kc -n "$1" get bls "$2" -o "jsonpath=$3" 2>/dev/null; }
+# Readers print nothing on a failed call (callers poll), so `set -e` never ends a script on one.
+cond() { kc -n "$1" get bls "$2" -o "jsonpath={.status.conditions[?(@.type==\"$3\")].$4}" 2>/dev/null || true; }
+field() { kc -n "$1" get bls "$2" -o "jsonpath=$3" 2>/dev/null || true; }
 wait_until() {  # seconds description command...
   local limit=$1 what=$2; shift 2; local end=$((SECONDS + limit))
   until "$@" 2>/dev/null; do [ "$SECONDS" -lt "$end" ] || die "timed out after ${limit}s: $what"; sleep 1; done
@@ -44,7 +45,7 @@ while True:
     if not r['Records']: break
     it = r['NextShardIterator']
 for t in sorted(n): print(t, n[t], len(ids[t]), snap[t])
-"
+" || true
 }
 # Records per id of one table as 'id count' lines.
 id_counts() {  # stream table
@@ -60,10 +61,10 @@ while True:
     if not r['Records']: break
     it = r['NextShardIterator']
 for i in sorted(c): print(i, c[i])
-"
+" || true
 }
 events_of() {  # namespace name reason
-  kc -n "$1" get events --field-selector "involvedObject.name=$2,reason=$3" -o 'jsonpath={range .items[*]}{.count}|{.message}{"\n"}{end}' 2>/dev/null
+  kc -n "$1" get events --field-selector "involvedObject.name=$2,reason=$3" -o 'jsonpath={range .items[*]}{.count}|{.message}{"\n"}{end}' 2>/dev/null || true
 }
 apply_stream() {  # namespace name kinesis-stream include start
   kc -n "$1" apply -f - <<YAML

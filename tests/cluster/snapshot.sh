@@ -45,8 +45,9 @@ while :; do
     log "kubectl get bls while snapshotting:"
     kc -n $TNS get bls $NAME >&2
     log "status.snapshot: $(field $TNS $NAME '{.status.snapshot}')"
-    log "Snapshotting: $(cond $TNS $NAME Snapshotting status) $(cond $TNS $NAME Snapshotting reason)"
-    [ "$(cond $TNS $NAME Snapshotting status)" = True ] || die "Snapshotting is not True while status.snapshot says Running"
+    snapshotting() { [ "$(cond $TNS $NAME Snapshotting status)" = True ]; }
+    wait_until 10 "Snapshotting=True while status.snapshot says Running" snapshotting
+    log "Snapshotting: $(cond $TNS $NAME Snapshotting status) $(cond $TNS $NAME Snapshotting reason): $(cond $TNS $NAME Snapshotting message)"
   fi
   [ "$state" = Done ] && break
   [ "$SECONDS" -lt "$end" ] || die "the snapshot did not finish in 300s (status.snapshot: $(field $TNS $NAME '{.status.snapshot}'))"
