@@ -41,6 +41,7 @@ pub const PUBLISHER_STATUS_MANAGER: &str = "binlogstream-publisher-status";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Lagging","type":"string","jsonPath":".status.conditions[?(@.type==\"Lagging\")].status"}"#,
     printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].status"}"#,
+    printcolumn = r#"{"name":"Snapshot","type":"string","jsonPath":".status.snapshot.summary"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -54,10 +55,11 @@ pub struct BinlogStreamSpec {
     /// The Kinesis stream to write.
     pub target: TargetSpec,
     /// Where to begin when no checkpoint exists: `latest` (default), `earliest` (the oldest
-    /// binlog the server keeps), `FILE:POS`, or `gtid:D-S-N[,...]` (MariaDB). Ignored once
+    /// binlog the server keeps), `snapshot` (every existing row of the captured tables, then
+    /// the changes from `latest` on), `FILE:POS`, or `gtid:D-S-N[,...]` (MariaDB). Ignored once
     /// a checkpoint is in the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(latest|earliest|gtid:\S+|\S+:[0-9]+)$"))]
+    #[schemars(regex(pattern = r"^(latest|earliest|snapshot|gtid:\S+|\S+:[0-9]+)$"))]
     pub start: Option<String>,
     #[serde(default)]
     pub output: OutputSpec,
@@ -70,6 +72,49 @@ pub struct BinlogStreamSpec {
     /// publisher resumes exactly at that checkpoint.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// An on-demand snapshot of some tables of the running stream, run once per `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRequestSpec>,
+    /// Move the checkpoint once per `requestId`: the publisher is stopped, the checkpoint
+    /// moved, the publisher started again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_request: Option<CheckpointRequestSpec>,
+}
+
+/// `spec.snapshot`: re-snapshot these tables once (their existing rows are published again,
+/// interleaved with the stream); completion is recorded in `status.snapshotRequest` and as an
+/// Event, and a completed id is never run again.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRequestSpec {
+    /// Names the request (1-63 of `A-Za-z0-9._-`); a new id asks for a new snapshot.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    pub request_id: String,
+    /// `schema.table` names (no wildcards), each captured by `spec.tables`.
+    #[schemars(length(min = 1))]
+    #[schemars(inner(regex(pattern = r"^[^.\s*,]+\.[^.\s*,]+$")))]
+    pub tables: Vec<String>,
+}
+
+/// `spec.checkpointRequest`: where the publisher should continue from, applied once per
+/// `requestId`. Backward (a rewind: changes after `to` are published again) is applied as
+/// asked; forward (a skip: changes between the checkpoint and `to` are never published)
+/// needs `acknowledgeSkip: true`, otherwise nothing changes and Ready is False with reason
+/// `SkipNotAcknowledged`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRequestSpec {
+    /// Names the request (1-63 of `A-Za-z0-9._-`); a new id asks for a new move.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    pub request_id: String,
+    /// `FILE:POS` (a transaction boundary), `gtid:SET` (MariaDB `D-S-N,...` or MySQL
+    /// `UUID:N-M,...`), `latest` (the binlog's current end: a skip) or `snapshot` (the current
+    /// end, after publishing every existing row again: a skip for deletes in between).
+    #[schemars(regex(pattern = r"^(latest|snapshot|gtid:\S+|[^:\s]+:[0-9]+)$"))]
+    pub to: String,
+    /// Required for a move forward: the changes skipped are lost to consumers on purpose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledge_skip: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -273,6 +318,124 @@ pub struct BinlogStreamStatus {
     /// Publisher: the binlog files the source keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_binlogs: Option<SourceBinlogs>,
+    /// Publisher: the running or last snapshot, with per-table progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotStatus>,
+    /// Operator: what became of `spec.snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_request: Option<SnapshotRequestStatus>,
+    /// Operator: what became of `spec.checkpointRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_request: Option<CheckpointRequestStatus>,
+}
+
+/// The snapshot as the publisher reports it (written with its checkpoints, no extra writes).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    /// `Running` or `Done`.
+    pub state: String,
+    /// `initial` (`spec.start: snapshot`) or the `spec.snapshot.requestId`.
+    pub request_id: String,
+    /// `consistent-snapshot` or `watermark`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Rows published by this snapshot.
+    #[serde(default)]
+    pub rows: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<i64>,
+    /// Seconds left by the estimated row counts, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// For the printer column: `Running 2/5 tables 12345 rows`, `Done 5 tables 98765 rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<SnapshotTableStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotTableStatus {
+    /// `schema.table`.
+    pub table: String,
+    /// `pending`, `running`, `done` or `skipped` (dropped before or while being read).
+    pub state: String,
+    /// `PRIMARY`, a unique key's name, or `one pass` (no usable key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub rows_done: i64,
+    /// information_schema.TABLES.TABLE_ROWS when the table started (an estimate).
+    #[serde(default)]
+    pub rows_estimated: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// Snapshot progress the publisher resumes from (part of the checkpoint).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotCheckpointStatus {
+    pub request_id: String,
+    /// Tables still to read, in order; the first is the one being read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// The key of the last delivered row of the first pending table: a JSON array, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<String>,
+    #[serde(default)]
+    pub table_rows: i64,
+    #[serde(default)]
+    pub tables_done: i64,
+    /// Request ids completed (the last 16), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRequestStatus {
+    pub request_id: String,
+    /// `Requested` (passed to the publisher), `Running`, or `Completed`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// RFC 3339, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRequestStatus {
+    pub request_id: String,
+    /// `Refused` (nothing changed; see message), `Stopping` (waiting for the publisher to
+    /// stop), `Applying` (writing the checkpoint) or `Applied`.
+    pub phase: String,
+    /// `spec.checkpointRequest.to` as applied.
+    pub to: String,
+    /// `Rewind`, `SkipAhead` or `Unchanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The checkpoint before the move (`file:position`, and its GTID set when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_gtid_set: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339, when the phase was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -307,6 +470,10 @@ pub struct CheckpointStatus {
     /// from this checkpoint only by GTID; a bare `file:position` is refused there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<CheckpointSourceStatus>,
+    /// Progress of a snapshot when one ran or runs (every chunk it counts as done was
+    /// delivered before this position), and the snapshot request ids completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotCheckpointStatus>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -82,6 +82,17 @@ impl MysqlGtidSet {
         }
     }
 
+    /// True when every transaction of `self` is in `other`.
+    pub fn is_subset(&self, other: &MysqlGtidSet) -> bool {
+        self.0.iter().all(|(key, ranges)| {
+            other.0.get(key).is_some_and(|have| {
+                ranges
+                    .iter()
+                    .all(|&(s, e)| have.iter().any(|&(hs, he)| hs <= s && e <= he))
+            })
+        })
+    }
+
     pub fn contains(&self, uuid: [u8; 16], tag: &str, gno: u64) -> bool {
         self.0
             .get(&(uuid, tag.to_string()))

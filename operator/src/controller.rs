@@ -31,15 +31,28 @@ use tracing::{debug, warn};
 
 use crate::{
     cache::{cached, Caches},
-    crd::{BinlogStream, OPERATOR_MANAGER, OPERATOR_STATUS_MANAGER},
+    crd::{
+        BinlogStream, BinlogStreamStatus, CheckpointRequestStatus, OPERATOR_MANAGER,
+        OPERATOR_STATUS_MANAGER,
+    },
     metrics::OperatorMetrics,
     reconcile::{
         build::{self, BuildConfig},
         conditions::{self, Inputs, PodState},
+        requests::{self, Decision},
         tenancy::{TenancyPolicy, SECRET_OPT_IN_LABEL},
         validate::{validate, Invalid},
     },
 };
+
+/// Field manager of the operator's checkpoint moves (`spec.checkpointRequest`): a merge patch,
+/// not an apply, so the operator never comes to own the checkpoint (an apply would make its
+/// next status apply, which leaves the checkpoint out, delete it) and the publisher's
+/// force-apply takes the fields back with its next write.
+pub const OPERATOR_CHECKPOINT_MANAGER: &str = "binlogstream-operator-checkpoint";
+
+/// How often a stream whose checkpoint request waits for the publisher to stop is looked at.
+const REQUEST_POLL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,6 +98,9 @@ struct Memory {
     applied: HashMap<&'static str, (u64, String)>,
     /// Generation whose Secrets were found, and when.
     secrets_ok: Option<(Option<i64>, Instant)>,
+    /// The snapshot request whose completion Event was recorded (the cache may still show
+    /// the status from before that reconcile's write).
+    snapshot_completion_noted: Option<String>,
 }
 
 pub struct Context {
@@ -548,6 +564,282 @@ fn same_conditions(
         })
 }
 
+/// An Event to record on the stream: (warning, reason, note, action).
+type Note = (bool, String, String, String);
+
+async fn publish_note(ctx: &Context, bls: &BinlogStream, (warning, reason, note, action): Note) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason,
+        note: Some(note.chars().take(1000).collect()),
+        action,
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &bls.object_ref(&())).await {
+        warn!(error = %e, "could not record an event");
+    }
+}
+
+/// Applies every field the operator owns in the status (omitting one would delete it).
+async fn write_operator_status(
+    ctx: &Context,
+    bls: &BinlogStream,
+    status: &BinlogStreamStatus,
+) -> Result<(), Error> {
+    let api: Api<BinlogStream> =
+        Api::namespaced(ctx.client.clone(), &bls.namespace().unwrap_or_default());
+    let mut st = json!({
+        "observedGeneration": status.observed_generation,
+        "publisherPod": status.publisher_pod,
+        "conditions": status.conditions,
+    });
+    if let Some(r) = &status.snapshot_request {
+        st["snapshotRequest"] = json!(r);
+    }
+    if let Some(r) = &status.checkpoint_request {
+        st["checkpointRequest"] = json!(r);
+    }
+    let patch = json!({
+        "apiVersion": "cdc.binlogstream.io/v1alpha1",
+        "kind": "BinlogStream",
+        "status": st,
+    });
+    api.patch_status(
+        &bls.name_any(),
+        &PatchParams::apply(OPERATOR_STATUS_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// `spec.checkpointRequest`, one step per reconcile: decide (refuse a skip without the
+/// acknowledgement), stop the publisher, wait until no pod runs, record the position it
+/// stopped at, move the checkpoint, record the move. Each step is recorded in
+/// `status.checkpointRequest` before the next, so a restarted operator carries on where it
+/// was, and a request id that reached `Applied` is never applied again. Returns true while
+/// waiting for the publisher to stop.
+async fn checkpoint_request_step(
+    ctx: &Context,
+    bls: &BinlogStream,
+    status: &mut BinlogStreamStatus,
+    notes: &mut Vec<Note>,
+) -> Result<bool, Error> {
+    let Some(req) = bls.spec.checkpoint_request.clone() else {
+        return Ok(false);
+    };
+    let now = Timestamp::now().to_string();
+    let current = requests::current_request(&bls.spec, status).cloned();
+    let record = |phase: &str, cp: Option<&crate::crd::CheckpointStatus>| CheckpointRequestStatus {
+        request_id: req.request_id.clone(),
+        phase: phase.to_string(),
+        to: req.to.clone(),
+        direction: None,
+        from: cp.map(requests::display),
+        from_gtid_set: cp.and_then(|c| c.gtid_set.clone()),
+        message: None,
+        time: Some(now.clone()),
+    };
+    let ns = bls.namespace().unwrap_or_default();
+    let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut current = current;
+    if current
+        .as_ref()
+        .is_some_and(|c| c.phase == requests::STOPPING || c.phase == requests::APPLYING)
+    {
+        // The cache may predate this operator's own last write: a request already applied
+        // must not stop the publisher again (nor move the checkpoint twice).
+        let live = api.get_status(&bls.name_any()).await.map_err(Error::Kube)?;
+        let live_status = live.status.unwrap_or_default();
+        if let Some(l) = requests::current_request(&bls.spec, &live_status)
+            .filter(|l| l.phase == requests::APPLIED)
+        {
+            status.checkpoint_request = Some(l.clone());
+            status.checkpoint = live_status.checkpoint.clone();
+            return Ok(false);
+        }
+        if let Some(l) = requests::current_request(&bls.spec, &live_status) {
+            current = Some(l.clone());
+            status.checkpoint_request = Some(l.clone());
+        }
+    }
+    match current.as_ref().map(|c| c.phase.as_str()) {
+        Some(requests::APPLIED) => return Ok(false),
+        Some(requests::STOPPING) | Some(requests::APPLYING) => {}
+        _ => {
+            match requests::decide(&req, status.checkpoint.as_ref()) {
+                Decision::Refuse { message } => {
+                    let same = current.as_ref().is_some_and(|c| {
+                        c.phase == requests::REFUSED && c.message.as_deref() == Some(&message)
+                    });
+                    if !same {
+                        let mut rec = record(requests::REFUSED, status.checkpoint.as_ref());
+                        rec.message = Some(message.clone());
+                        status.checkpoint_request = Some(rec);
+                        notes.push((
+                            true,
+                            requests::SKIP_NOT_ACKNOWLEDGED.into(),
+                            message,
+                            "RefuseCheckpointRequest".into(),
+                        ));
+                    }
+                }
+                Decision::Apply { direction } => {
+                    let mut rec = record(requests::STOPPING, status.checkpoint.as_ref());
+                    rec.direction = Some(direction.label().into());
+                    let from = rec.from.clone().unwrap_or_else(|| "no checkpoint".into());
+                    rec.message = Some(format!(
+                        "stopping the publisher to move the checkpoint from {from} to {}",
+                        req.to
+                    ));
+                    notes.push((
+                        false,
+                        "CheckpointRequestAccepted".into(),
+                        format!(
+                            "checkpointRequest `{}`: stopping the publisher to move the checkpoint from {from} to {} ({})",
+                            req.request_id,
+                            req.to,
+                            direction.label()
+                        ),
+                        "MoveCheckpoint".into(),
+                    ));
+                    status.checkpoint_request = Some(rec);
+                    // The Deployment goes to 0 replicas in this reconcile; the next one looks
+                    // for pods.
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+    }
+    let selector = build::selector_labels(bls)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Read live, not from the cache: a pod the cache has not seen yet would write its
+    // checkpoint over the moved one.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let running = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?;
+    if !running.items.is_empty() {
+        debug!(name = %key(bls), pods = running.items.len(), "checkpoint request waits for the publisher to stop");
+        return Ok(true);
+    }
+    let live = api.get_status(&bls.name_any()).await.map_err(Error::Kube)?;
+    let live_status = live.status.clone().unwrap_or_default();
+    let mut rec = current.unwrap_or_else(|| record(requests::STOPPING, None));
+    if rec.phase == requests::STOPPING {
+        // The stopped publisher stored its final checkpoint: decide against that one.
+        match requests::decide(&req, live_status.checkpoint.as_ref()) {
+            Decision::Refuse { message } => {
+                let mut r = record(requests::REFUSED, live_status.checkpoint.as_ref());
+                r.message = Some(message.clone());
+                status.checkpoint_request = Some(r);
+                notes.push((
+                    true,
+                    requests::SKIP_NOT_ACKNOWLEDGED.into(),
+                    message,
+                    "RefuseCheckpointRequest".into(),
+                ));
+                return Ok(false);
+            }
+            Decision::Apply { direction } => {
+                let mut r = record(requests::APPLYING, live_status.checkpoint.as_ref());
+                r.direction = Some(direction.label().into());
+                rec = r;
+            }
+        }
+        status.checkpoint_request = Some(rec.clone());
+        write_operator_status(ctx, bls, status).await?;
+    }
+    let target = match requests::parse_target(&req.to) {
+        Ok(t) => t,
+        Err(e) => {
+            // validate() refuses this before; kept so no path writes a bad checkpoint.
+            rec.phase = requests::REFUSED.into();
+            rec.message = Some(format!("spec.checkpointRequest.to: {e}"));
+            status.checkpoint_request = Some(rec);
+            return Ok(false);
+        }
+    };
+    let checkpoint = match &target {
+        requests::Target::FilePos { file, pos } => {
+            let moved =
+                requests::moved_checkpoint(file, *pos, live_status.checkpoint.as_ref(), &now);
+            let mut v = serde_json::to_value(&moved)
+                .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+            // A merge patch keeps what it does not name: name every field of the old one.
+            for k in [
+                "transactionGtid",
+                "eventMark",
+                "gtidSet",
+                "eventTime",
+                "snapshot",
+                "source",
+            ] {
+                if v.get(k).is_none() {
+                    v[k] = serde_json::Value::Null;
+                }
+            }
+            if let Some(sn) = v.get_mut("snapshot").filter(|s| s.is_object()) {
+                for k in ["pending", "lastKey"] {
+                    if sn.get(k).is_none() {
+                        sn[k] = serde_json::Value::Null;
+                    }
+                }
+            }
+            v
+        }
+        // Removed: the publisher starts at `to` (its --start) and stores a new checkpoint.
+        _ => serde_json::Value::Null,
+    };
+    let patch = json!({
+        // Preconditions: the same object, unchanged since it was read.
+        "metadata": {"uid": live.metadata.uid, "resourceVersion": live.metadata.resource_version},
+        "status": {"checkpoint": checkpoint},
+    });
+    let params = PatchParams {
+        field_manager: Some(OPERATOR_CHECKPOINT_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&bls.name_any(), &params, &Patch::Merge(patch))
+        .await
+        .map_err(Error::Kube)?;
+    status.checkpoint = match &target {
+        requests::Target::FilePos { file, pos } => Some(requests::moved_checkpoint(
+            file,
+            *pos,
+            live_status.checkpoint.as_ref(),
+            &now,
+        )),
+        _ => None,
+    };
+    let direction = match rec.direction.as_deref() {
+        Some("Rewind") => requests::Direction::Rewind,
+        Some("Unchanged") => requests::Direction::Unchanged,
+        _ => requests::Direction::SkipAhead,
+    };
+    let from = rec.from.clone().unwrap_or_else(|| "no checkpoint".into());
+    let (reason, warning, note) = requests::applied_event(&req, &direction, &from);
+    rec.phase = requests::APPLIED.into();
+    rec.message = Some(note.clone());
+    rec.time = Some(now);
+    status.checkpoint_request = Some(rec);
+    // Recorded before the publisher starts again, so the move is never made twice.
+    write_operator_status(ctx, bls, status).await?;
+    tracing::info!(name = %key(bls), request_id = %req.request_id, %from, to = %req.to, direction = direction.label(), "checkpoint request applied");
+    notes.push((warning, reason.into(), note, "MoveCheckpoint".into()));
+    Ok(false)
+}
+
 pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
@@ -590,6 +882,43 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
                 }
             }
         };
+    // The one-shot requests first: their state decides what the Deployment looks like.
+    let old = bls.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let mut notes: Vec<Note> = Vec::new();
+    let waiting = match &spec_check {
+        Ok(()) => checkpoint_request_step(ctx, &bls, &mut status, &mut notes).await?,
+        Err(_) => false,
+    };
+    let now_text = Timestamp::now().to_string();
+    if let Some(r) = requests::snapshot_request_status(&bls.spec, &status, &now_text) {
+        let was_done = old
+            .snapshot_request
+            .as_ref()
+            .is_some_and(|o| o.request_id == r.request_id && o.phase == "Completed")
+            || ctx.remembered(&k, |m| {
+                m.snapshot_completion_noted.as_deref() == Some(r.request_id.as_str())
+            });
+        if r.phase == "Completed" && !was_done {
+            ctx.remembered(&k, |m| {
+                m.snapshot_completion_noted = Some(r.request_id.clone())
+            });
+            notes.push((
+                false,
+                "SnapshotRequestCompleted".into(),
+                format!(
+                    "snapshot request `{}` completed: every existing row of {} was published again",
+                    r.request_id,
+                    r.tables.join(", ")
+                ),
+                "Snapshot".into(),
+            ));
+        }
+        status.snapshot_request = Some(r);
+    }
+    let mut effective = (*bls).clone();
+    effective.status = Some(status.clone());
+    let bls = Arc::new(effective);
     let applied = match &spec_check {
         Ok(()) => Some(apply_children(ctx, &bls).await?),
         Err(_) => None,
@@ -623,33 +952,27 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
         now: Timestamp::now(),
     };
     let new_conditions = conditions::compute(&inputs);
-    let old = bls.status.clone().unwrap_or_default();
     let changed = !same_conditions(&old.conditions, &new_conditions)
         || old.observed_generation != bls.metadata.generation
-        || old.publisher_pod != pod_name;
+        || old.publisher_pod != pod_name
+        || old.snapshot_request != status.snapshot_request
+        || old.checkpoint_request != status.checkpoint_request;
+    for note in notes {
+        publish_note(ctx, &bls, note).await;
+    }
     if changed {
-        let api: Api<BinlogStream> = Api::namespaced(client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": "cdc.binlogstream.io/v1alpha1",
-            "kind": "BinlogStream",
-            "status": {
-                "observedGeneration": bls.metadata.generation,
-                "publisherPod": pod_name,
-                "conditions": new_conditions,
-            }
-        });
-        api.patch_status(
-            &bls.name_any(),
-            &PatchParams::apply(OPERATOR_STATUS_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map_err(Error::Kube)?;
+        let mut written = status.clone();
+        written.observed_generation = bls.metadata.generation;
+        written.publisher_pod = pod_name.clone();
+        written.conditions = new_conditions.clone();
+        write_operator_status(ctx, &bls, &written).await?;
         for (type_, status, reason, message) in
             conditions::transitions(&old.conditions, &new_conditions)
         {
-            // A pause is asked for: not a warning.
+            // A pause or a checkpoint move is asked for: not a warning.
             let healthy = reason == "Paused"
+                || reason == "MovingCheckpoint"
+                || type_ == conditions::SNAPSHOTTING
                 || matches!(
                     (type_.as_str(), status.as_str()),
                     ("Ready", "True")
@@ -696,6 +1019,7 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
     Ok(match spec_check {
         // Secrets may appear later; the spec itself only changes with a new generation.
         Err(_) => Action::requeue(Duration::from_secs(30)),
+        Ok(()) if waiting => Action::requeue(REQUEST_POLL),
         Ok(()) => Action::requeue(RESYNC),
     })
 }

@@ -344,3 +344,110 @@ fn validation_names_fields() {
         "spec.target.stream"
     );
 }
+
+#[test]
+fn snapshotting_shows_a_running_snapshot_and_streams_without_one_keep_four_conditions() {
+    use operator::crd::SnapshotStatus;
+    let plain = run(
+        &bls(BinlogStreamStatus {
+            publisher: reported_now("Running"),
+            ..Default::default()
+        }),
+        PodState::Running { ready: true },
+    );
+    assert_eq!(
+        plain.len(),
+        4,
+        "no Snapshotting condition without a snapshot"
+    );
+    let mut b = bls(BinlogStreamStatus {
+        publisher: reported_now("Running"),
+        snapshot: Some(SnapshotStatus {
+            state: "Running".into(),
+            request_id: "initial".into(),
+            rows: 123,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    b.spec.start = Some("snapshot".into());
+    let c = run(&b, PodState::Running { ready: true });
+    let s = get(&c, "Snapshotting");
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_str()),
+        ("True", "SnapshotRunning")
+    );
+    assert!(s.message.contains("`initial`"), "{}", s.message);
+    assert!(
+        !s.message.contains("123"),
+        "no moving numbers in a condition"
+    );
+    assert_eq!(
+        get(&c, "Ready").status,
+        "True",
+        "a snapshotting stream streams"
+    );
+    if let Some(sn) = b.status.as_mut().and_then(|s| s.snapshot.as_mut()) {
+        sn.state = "Done".into();
+        sn.finished_at = Some("2026-12-01T10:00:00Z".into());
+    }
+    let c = run(&b, PodState::Running { ready: true });
+    let s = get(&c, "Snapshotting");
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_str()),
+        ("False", "SnapshotDone")
+    );
+}
+
+#[test]
+fn a_refused_skip_and_a_checkpoint_being_moved_hold_ready() {
+    use operator::crd::{CheckpointRequestSpec, CheckpointRequestStatus};
+    let mut b = bls(BinlogStreamStatus {
+        publisher: reported_now("Running"),
+        checkpoint_request: Some(CheckpointRequestStatus {
+            request_id: "mv-1".into(),
+            phase: "Refused".into(),
+            to: "latest".into(),
+            message: Some("checkpointRequest `mv-1` to `latest` moves forward ... set spec.checkpointRequest.acknowledgeSkip: true".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    b.spec.checkpoint_request = Some(CheckpointRequestSpec {
+        request_id: "mv-1".into(),
+        to: "latest".into(),
+        acknowledge_skip: false,
+    });
+    let c = run(&b, PodState::Running { ready: true });
+    let r = get(&c, "Ready");
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "SkipNotAcknowledged")
+    );
+    assert!(r.message.contains("acknowledgeSkip"), "{}", r.message);
+    assert_eq!(get(&c, "Degraded").status, "True");
+    if let Some(cr) = b
+        .status
+        .as_mut()
+        .and_then(|s| s.checkpoint_request.as_mut())
+    {
+        cr.phase = "Stopping".into();
+        cr.from = Some("binlog.000003:900".into());
+    }
+    let c = run(&b, PodState::Missing);
+    let r = get(&c, "Ready");
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "MovingCheckpoint")
+    );
+    assert!(r.message.contains("binlog.000003:900"), "{}", r.message);
+    if let Some(cr) = b
+        .status
+        .as_mut()
+        .and_then(|s| s.checkpoint_request.as_mut())
+    {
+        cr.phase = "Applied".into();
+    }
+    let c = run(&b, PodState::Running { ready: true });
+    assert_eq!(get(&c, "Ready").reason, "Streaming");
+}

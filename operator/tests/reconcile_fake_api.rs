@@ -796,3 +796,267 @@ async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
     drain_events(&mut h, 4).await;
     task.await.expect("task").expect("reconcile ok");
 }
+
+/// Answers event POSTs until the reconcile ends; returns their reasons and the result.
+async fn finish_with_events(
+    h: &mut H,
+    task: tokio::task::JoinHandle<
+        Result<kube::runtime::controller::Action, operator::controller::Error>,
+    >,
+) -> (Vec<String>, kube::runtime::controller::Action) {
+    let mut reasons = Vec::new();
+    let mut task = task;
+    loop {
+        tokio::select! {
+            r = &mut task => return (reasons, r.expect("task").expect("reconcile ok")),
+            next = h.next_request() => {
+                let Some((req, send)) = next else {
+                    // The client is gone: the reconcile has ended.
+                    return (reasons, task.await.expect("task").expect("reconcile ok"));
+                };
+                let (m, uri, body) = body_json(req).await;
+                assert!(m == "POST" && uri.starts_with("/apis/events.k8s.io/v1/namespaces/shop/events"), "unexpected {m} {uri}");
+                reasons.push(body["reason"].as_str().unwrap_or_default().to_string());
+                send.send_response(ok_json(body));
+            }
+        }
+    }
+}
+
+/// The children's applies; the fence lease only on the operator's first reconcile of the
+/// stream (it is applied once per operator run and desired state).
+async fn children(h: &mut H, first: bool) -> Value {
+    for path in [
+        "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/bls-orders",
+    ] {
+        expect(h, "PATCH", path, echo).await;
+    }
+    if first {
+        expect(
+            h,
+            "PATCH",
+            "/apis/coordination.k8s.io/v1/namespaces/shop/leases/bls-orders",
+            echo,
+        )
+        .await;
+    }
+    expect(
+        h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        echo,
+    )
+    .await
+}
+
+const STATUS: &str =
+    "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status";
+
+/// spec.checkpointRequest, a rewind: the first reconcile records the request and scales the
+/// publisher to 0; the next one (no pod left) decides against the publisher's final
+/// checkpoint, records it, moves the checkpoint by merge patch under its own manager (the
+/// completed snapshot requests kept, the GTID set and in-transaction marks cleared), records
+/// `Applied` before the Deployment goes back to 1 replica, and an Event names both positions.
+#[tokio::test]
+async fn a_rewind_stops_the_publisher_moves_the_checkpoint_once_and_starts_it_again() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["checkpointRequest"] = json!({"requestId": "rw-1", "to": "binlog.000009:4"});
+    let mut bls = stream(spec);
+    let checkpoint = |pos: i64| operator::crd::CheckpointStatus {
+        file: "binlog.000009".into(),
+        position: pos,
+        rows_in_transaction: 2,
+        gtid_set: Some("0-1-77".into()),
+        display: Some(format!("binlog.000009:{pos}")),
+        snapshot: Some(operator::crd::SnapshotCheckpointStatus {
+            request_id: "initial".into(),
+            completed: vec!["initial".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bls.status = Some(operator::crd::BinlogStreamStatus {
+        checkpoint: Some(checkpoint(900)),
+        ..Default::default()
+    });
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx.clone()));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let dep = children(&mut h, true).await;
+    assert_eq!(
+        dep["spec"]["replicas"], 0,
+        "stopped while the request is applied"
+    );
+    let accepted = expect(
+        &mut h,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+        echo,
+    )
+    .await;
+    assert_eq!(accepted["reason"], "CheckpointRequestAccepted");
+    let first = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;
+    let rec = &first["status"]["checkpointRequest"];
+    assert_eq!(
+        (rec["phase"].as_str(), rec["direction"].as_str()),
+        (Some("Stopping"), Some("Rewind"))
+    );
+    assert_eq!(condition(&first, "Ready")["reason"], "MovingCheckpoint");
+    let (_, action) = finish_with_events(&mut h, task).await;
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(3))
+    );
+
+    // The publisher drained and stored a later checkpoint before it stopped.
+    let mut stopped = bls.clone();
+    let mut st: operator::crd::BinlogStreamStatus =
+        serde_json::from_value(first["status"].clone()).expect("status");
+    st.checkpoint = Some(checkpoint(1000));
+    stopped.status = Some(st);
+    stopped.metadata.resource_version = Some("42".into());
+    let live = serde_json::to_value(&stopped).expect("object");
+    let task = tokio::spawn(reconcile(Arc::new(stopped.clone()), ctx));
+    expect(&mut h, "GET", STATUS, |_| ok_json(live.clone())).await;
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Finstance%3Dorders%2Capp.kubernetes.io%2Fname%3Dbinlogstream-publisher", |_| {
+        ok_json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+    })
+    .await;
+    expect(&mut h, "GET", STATUS, |_| ok_json(live.clone())).await;
+    let applying = expect(&mut h, "PATCH", STATUS, with_status(&stopped)).await;
+    assert_eq!(applying["status"]["checkpointRequest"]["phase"], "Applying");
+    assert_eq!(
+        applying["status"]["checkpointRequest"]["from"],
+        "binlog.000009:1000"
+    );
+    assert!(
+        applying["status"]["conditions"].is_array(),
+        "an apply keeps the conditions"
+    );
+    // A merge patch: the API server removes the keys set to null.
+    fn strip_nulls(v: &mut Value) {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, x| !x.is_null());
+            o.values_mut().for_each(strip_nulls);
+        }
+    }
+    let moved = expect(
+        &mut h,
+        "PATCH",
+        &format!("{STATUS}?&fieldManager=binlogstream-operator-checkpoint"),
+        |patch: &Value| {
+            let mut obj = serde_json::to_value(&stopped).expect("object");
+            let mut st = patch["status"].clone();
+            strip_nulls(&mut st);
+            obj["status"] = st;
+            ok_json(obj)
+        },
+    )
+    .await;
+    assert_eq!(moved["metadata"]["resourceVersion"], "42");
+    assert_eq!(
+        moved["metadata"]["uid"],
+        "0b5c6f2e-1111-2222-3333-444455556666"
+    );
+    let cp = &moved["status"]["checkpoint"];
+    assert_eq!(
+        (cp["file"].as_str(), cp["position"].as_i64()),
+        (Some("binlog.000009"), Some(4))
+    );
+    assert_eq!(cp["rowsInTransaction"], 0);
+    assert!(
+        cp["gtidSet"].is_null() && cp.get("gtidSet").is_some(),
+        "cleared by name: {cp}"
+    );
+    assert_eq!(cp["snapshot"]["completed"], json!(["initial"]));
+    let applied = expect(&mut h, "PATCH", STATUS, with_status(&stopped)).await;
+    let rec = &applied["status"]["checkpointRequest"];
+    assert_eq!(rec["phase"], "Applied");
+    let dep = children(&mut h, false).await;
+    assert_eq!(
+        dep["spec"]["replicas"], 1,
+        "started again only after Applied is recorded"
+    );
+    let ev = expect(
+        &mut h,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+        echo,
+    )
+    .await;
+    assert_eq!(ev["reason"], "CheckpointRewound");
+    let note = ev["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("binlog.000009:1000") && note.contains("binlog.000009:4"),
+        "{note}"
+    );
+    let last = expect(&mut h, "PATCH", STATUS, with_status(&stopped)).await;
+    assert_eq!(last["status"]["checkpointRequest"]["phase"], "Applied");
+    assert_ne!(condition(&last, "Ready")["reason"], "MovingCheckpoint");
+    finish_with_events(&mut h, task).await;
+}
+
+/// A skip without `acknowledgeSkip`: nothing is stopped or moved, Ready=False with reason
+/// SkipNotAcknowledged and a Warning Event.
+#[tokio::test]
+async fn a_skip_without_the_acknowledgement_changes_nothing() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut spec = valid_spec();
+    spec["checkpointRequest"] = json!({"requestId": "sk-1", "to": "latest"});
+    let mut bls = stream(spec);
+    bls.status = Some(operator::crd::BinlogStreamStatus {
+        checkpoint: Some(operator::crd::CheckpointStatus {
+            file: "binlog.000009".into(),
+            position: 900,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let dep = children(&mut h, true).await;
+    assert_eq!(dep["spec"]["replicas"], 1, "the publisher keeps running");
+    let refused = expect(
+        &mut h,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+        echo,
+    )
+    .await;
+    assert_eq!(
+        (refused["reason"].as_str(), refused["type"].as_str()),
+        (Some("SkipNotAcknowledged"), Some("Warning"))
+    );
+    let st = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;
+    assert!(
+        st["status"].get("checkpoint").is_none(),
+        "the operator never writes the checkpoint by apply"
+    );
+    assert_eq!(st["status"]["checkpointRequest"]["phase"], "Refused");
+    let ready = condition(&st, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("SkipNotAcknowledged"))
+    );
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("acknowledgeSkip: true"));
+    finish_with_events(&mut h, task).await;
+}

@@ -275,7 +275,8 @@ async fn run_sink<S: Sink>(
         };
         let writer = StatusWriter::new(&resource, cfg.pipeline.metrics.clone())
             .await?
-            .bound_to_uid(cfg.checkpoint_kubernetes_uid.clone());
+            .bound_to_uid(cfg.checkpoint_kubernetes_uid.clone())
+            .with_progress(cfg.snapshot.progress.clone());
         // Read the stored checkpoint before anything writes the status (see StatusWriter).
         KubeCheckpoint::new(writer.clone()).load().await?;
         writer.set_report("Starting", None, None);

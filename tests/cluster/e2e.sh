@@ -154,6 +154,10 @@ kc -n $TNS delete pod fence-second --wait=true >/dev/null
 kc -n $TNS patch bls shop --type merge -p '{"spec":{"paused":false}}' >/dev/null
 wait_until 180 "Ready=True after the fence check" shop_ready
 
+# 4d: snapshots by resource (issue 13) and moving the checkpoint (issue 14).
+bash "$HERE/snapshot.sh"
+bash "$HERE/rewind.sh"
+
 # 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
 # field; the rest is reported by the operator, naming the field.
 if out=$(kc -n $TNS apply -f - 2>&1 <<YAML

@@ -18,6 +18,16 @@ TARGET_DIR="$CACHE/target-images"
 mkdir -p "$OUT"
 
 # --- release binaries -------------------------------------------------------------------------------
+# Checkouts (git worktrees) share $TARGET_DIR, and cargo names and fingerprints workspace
+# members by their path inside the workspace: another checkout's build looks fresh here when
+# this one's sources are older than it, and its binaries would be shipped. Sources newer than
+# any earlier build make cargo rebuild them for this checkout.
+stamp="$TARGET_DIR/.images-checkout"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$REPO" ]; then
+  log "last built from $(cat "$stamp" 2>/dev/null || echo nothing): marking $REPO's sources changed"
+  find "$REPO/operator" "$REPO/publisher" -name '*.rs' -exec touch {} +
+fi
+mkdir -p "$TARGET_DIR"; echo "$REPO" >"$stamp"
 t=$SECONDS
 # One cargo invocation per binary, on purpose: built together, cargo unifies features, so the
 # operator gets rustls with both `ring` (kube) and `aws-lc-rs` (the AWS SDK) and panics at start

@@ -23,6 +23,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
+use super::requests;
 use crate::crd::{BinlogStream, TlsMode};
 
 pub const METRICS_PORT: i32 = 9464;
@@ -190,6 +191,11 @@ pub fn role_binding(bls: &BinlogStream) -> RoleBinding {
     }
 }
 
+/// What the one-shot requests in the spec and their status records ask of the pod.
+fn overrides_of(bls: &BinlogStream) -> requests::Overrides {
+    requests::overrides(&bls.spec, &bls.status.clone().unwrap_or_default())
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -201,6 +207,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// The publisher's settings, as the environment variables its command line reads.
 pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
     let s = &bls.spec;
+    let over = overrides_of(bls);
     let ns = bls.namespace().unwrap_or_default();
     let mut v = vec![
         env(
@@ -223,7 +230,10 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
         ),
         env(
             "BINLOGSTREAM_START",
-            s.start.clone().unwrap_or_else(|| "latest".into()),
+            over.start
+                .clone()
+                .or_else(|| s.start.clone())
+                .unwrap_or_else(|| "latest".into()),
         ),
         env("BINLOGSTREAM_SINK", "kinesis"),
         env("BINLOGSTREAM_STREAM", s.target.stream.clone()),
@@ -250,6 +260,10 @@ pub fn publisher_env(bls: &BinlogStream) -> Vec<EnvVar> {
     }
     if !s.tables.exclude.is_empty() {
         v.push(env("BINLOGSTREAM_EXCLUDE", s.tables.exclude.join(",")));
+    }
+    if let Some((id, tables)) = &over.snapshot {
+        v.push(env("BINLOGSTREAM_SNAPSHOT_REQUEST_ID", id.clone()));
+        v.push(env("BINLOGSTREAM_SNAPSHOT_TABLES", tables.join(",")));
     }
     if let Some(r) = &s.target.region {
         v.push(env("BINLOGSTREAM_REGION", r.clone()));
@@ -456,8 +470,9 @@ pub fn deployment(bls: &BinlogStream, cfg: &BuildConfig) -> Deployment {
     Deployment {
         metadata: meta(bls),
         spec: Some(DeploymentSpec {
-            // Paused: no pod. Its SIGTERM drain stores the final checkpoint first.
-            replicas: Some(if s.paused { 0 } else { 1 }),
+            // Paused, or a checkpoint request being applied: no pod. Its SIGTERM drain stores
+            // the final checkpoint first.
+            replicas: Some(if overrides_of(bls).stopped { 0 } else { 1 }),
             strategy: Some(DeploymentStrategy {
                 type_: Some("Recreate".into()),
                 ..Default::default()
@@ -563,6 +578,62 @@ mod tests {
             deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
             Some(0)
         );
+    }
+
+    fn all_env(bls: &BinlogStream) -> BTreeMap<String, String> {
+        publisher_env(bls)
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_start_and_an_on_demand_request_reach_the_publisher() {
+        let mut b = stream(serde_json::json!({"mode": "disabled"}));
+        b.spec.start = Some("snapshot".into());
+        b.spec.snapshot = Some(crate::crd::SnapshotRequestSpec {
+            request_id: "re-1".into(),
+            tables: vec!["shop.orders".into(), "shop.items".into()],
+        });
+        let env = all_env(&b);
+        assert_eq!(env["BINLOGSTREAM_START"], "snapshot");
+        assert_eq!(env["BINLOGSTREAM_SNAPSHOT_REQUEST_ID"], "re-1");
+        assert_eq!(
+            env["BINLOGSTREAM_SNAPSHOT_TABLES"],
+            "shop.orders,shop.items"
+        );
+        // An applied move to `latest` removed the checkpoint: the pod starts there.
+        b.spec.checkpoint_request = Some(crate::crd::CheckpointRequestSpec {
+            request_id: "mv-1".into(),
+            to: "latest".into(),
+            acknowledge_skip: true,
+        });
+        b.status = Some(crate::crd::BinlogStreamStatus {
+            checkpoint_request: Some(crate::crd::CheckpointRequestStatus {
+                request_id: "mv-1".into(),
+                phase: "Stopping".into(),
+                to: "latest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(0),
+            "stopped while the checkpoint moves"
+        );
+        if let Some(c) = b
+            .status
+            .as_mut()
+            .and_then(|s| s.checkpoint_request.as_mut())
+        {
+            c.phase = "Applied".into();
+        }
+        assert_eq!(
+            deployment(&b, &cfg()).spec.and_then(|s| s.replicas),
+            Some(1)
+        );
+        assert_eq!(all_env(&b)["BINLOGSTREAM_START"], "latest");
     }
 
     #[test]

@@ -6,12 +6,14 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::requests;
 use crate::crd::{BinlogStream, BinlogStreamStatus};
 
 pub const READY: &str = "Ready";
 pub const LAGGING: &str = "Lagging";
 pub const DEGRADED: &str = "Degraded";
 pub const BINLOG_AT_RISK: &str = "BinlogAtRisk";
+pub const SNAPSHOTTING: &str = "Snapshotting";
 
 /// What the operator sees of the publisher's pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,18 +235,102 @@ fn lagging(bls: &BinlogStream, status: &BinlogStreamStatus, now: Timestamp) -> W
     }
 }
 
+/// A checkpoint request that holds the stream: (reason, message, needs attention).
+fn request_hold(bls: &BinlogStream, status: &BinlogStreamStatus) -> Option<(String, String, bool)> {
+    let c = requests::current_request(&bls.spec, status)?;
+    let msg = c.message.clone().unwrap_or_default();
+    match c.phase.as_str() {
+        requests::REFUSED => Some((requests::SKIP_NOT_ACKNOWLEDGED.into(), msg, true)),
+        requests::STOPPING | requests::APPLYING => Some((
+            "MovingCheckpoint".into(),
+            format!(
+                "checkpointRequest `{}`: the publisher is stopped while the checkpoint moves from {} to {}",
+                c.request_id,
+                c.from.as_deref().unwrap_or("no checkpoint"),
+                c.to
+            ),
+            false,
+        )),
+        _ => None,
+    }
+}
+
+/// `Snapshotting`, for streams that have or had a snapshot (absent otherwise, so streams that
+/// never snapshot keep four conditions).
+fn snapshotting(bls: &BinlogStream, status: &BinlogStreamStatus) -> Option<Want> {
+    let spec = &bls.spec;
+    let asked = spec.start.as_deref() == Some("snapshot") || spec.snapshot.is_some();
+    match &status.snapshot {
+        Some(s) if s.state == "Running" => Some(want(
+            SNAPSHOTTING,
+            "True",
+            "SnapshotRunning",
+            format!(
+                "snapshot `{}` is publishing the tables' existing rows (progress in status.snapshot)",
+                s.request_id
+            ),
+        )),
+        _ if spec.snapshot.as_ref().is_some_and(|r| {
+            status
+                .snapshot_request
+                .as_ref()
+                .is_none_or(|s| s.request_id != r.request_id || s.phase == "Requested")
+        }) =>
+        {
+            Some(want(
+                SNAPSHOTTING,
+                "Unknown",
+                "SnapshotRequested",
+                format!(
+                    "snapshot request `{}` is passed to the publisher and has not started yet",
+                    spec.snapshot.as_ref().map(|r| r.request_id.as_str()).unwrap_or_default()
+                ),
+            ))
+        }
+        Some(s) => Some(want(
+            SNAPSHOTTING,
+            "False",
+            "SnapshotDone",
+            format!(
+                "snapshot `{}` finished{}",
+                s.request_id,
+                s.finished_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
+            ),
+        )),
+        None if asked => Some(want(
+            SNAPSHOTTING,
+            "Unknown",
+            "SnapshotNotReported",
+            "the publisher has not reported a snapshot yet",
+        )),
+        None => None,
+    }
+}
+
 /// The conditions to write, keeping `lastTransitionTime` of those whose status did not change.
 pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
     let bls = inputs.bls;
     let status = bls.status.clone().unwrap_or_default();
     let report = status.publisher.clone().unwrap_or_default();
     let report_msg = report.message.clone().unwrap_or_default();
+    let hold = request_hold(bls, &status);
 
     let (ready, degraded) = match (&inputs.spec, &inputs.pod, report.state.as_str()) {
         (Err(msg), _, _) => (
             want(READY, "False", "InvalidSpec", msg.clone()),
             want(DEGRADED, "True", "InvalidSpec", msg.clone()),
         ),
+        (Ok(()), _, _) if hold.is_some() => {
+            let (reason, message, degraded) = hold.clone().unwrap_or_default();
+            (
+                want(READY, "False", &reason, message.clone()),
+                if degraded {
+                    want(DEGRADED, "True", &reason, message)
+                } else {
+                    want(DEGRADED, "False", "NoProblem", "no problem reported")
+                },
+            )
+        }
         (Ok(()), pod, _) if bls.spec.paused => {
             let msg = if *pod == PodState::Missing {
                 "paused by spec.paused; the publisher stopped at its checkpoint and resumes there when it is set to false".to_string()
@@ -322,12 +408,13 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             want(DEGRADED, "False", "NoProblem", "no problem reported"),
         ),
     };
-    let wants = [
+    let mut wants = vec![
         ready,
         lagging(bls, &status, inputs.now),
         degraded,
         at_risk(&status),
     ];
+    wants.extend(snapshotting(bls, &status));
     let generation = bls.metadata.generation;
     wants
         .into_iter()

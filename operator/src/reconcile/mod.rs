@@ -3,5 +3,6 @@
 
 pub mod build;
 pub mod conditions;
+pub mod requests;
 pub mod tenancy;
 pub mod validate;

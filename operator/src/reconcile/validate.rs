@@ -95,6 +95,80 @@ fn check_tls(tls: &TlsSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `*` matches any run of characters, as in the publisher's table filter.
+fn glob(pat: &[u8], text: &[u8]) -> bool {
+    match pat.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
+        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    }
+}
+
+fn captured(spec: &BinlogStreamSpec, table: &str) -> bool {
+    let m = |p: &String| glob(p.as_bytes(), table.as_bytes());
+    (spec.tables.include.is_empty() || spec.tables.include.iter().any(m))
+        && !spec.tables.exclude.iter().any(m)
+}
+
+fn check_request_id(field: &str, id: &str) -> Result<(), Invalid> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("`{id}` is not 1-63 of A-Za-z0-9._- starting with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_requests(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
+    if let Some(r) = &spec.snapshot {
+        check_request_id("spec.snapshot.requestId", &r.request_id)?;
+        if r.request_id == "initial" {
+            return Err(invalid(
+                "spec.snapshot.requestId",
+                "`initial` names the snapshot of spec.start: snapshot; choose another id",
+            ));
+        }
+        if r.tables.is_empty() {
+            return Err(invalid("spec.snapshot.tables", "names no table"));
+        }
+        for (i, t) in r.tables.iter().enumerate() {
+            let field = format!("spec.snapshot.tables[{i}]");
+            match t.split_once('.') {
+                Some((a, b))
+                    if !a.is_empty()
+                        && !b.is_empty()
+                        && !b.contains('.')
+                        && !t.contains(['*', ',', ' ']) => {}
+                _ => {
+                    return Err(invalid(
+                        &field,
+                        format!("`{t}` is not SCHEMA.TABLE (no wildcards)"),
+                    ))
+                }
+            }
+            if !captured(spec, t) {
+                return Err(invalid(
+                    &field,
+                    format!("`{t}` is not captured by spec.tables (include it first)"),
+                ));
+            }
+        }
+    }
+    if let Some(r) = &spec.checkpoint_request {
+        check_request_id("spec.checkpointRequest.requestId", &r.request_id)?;
+        super::requests::parse_target(&r.to)
+            .map_err(|e| invalid("spec.checkpointRequest.to", e))?;
+    }
+    Ok(())
+}
+
 pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
     let s = &spec.source;
     if s.host.trim().is_empty() {
@@ -170,7 +244,7 @@ pub fn validate(spec: &BinlogStreamSpec) -> Result<(), Invalid> {
     if spec.lag.threshold_seconds < 1 {
         return Err(invalid("spec.lag.thresholdSeconds", "must be at least 1"));
     }
-    Ok(())
+    check_requests(spec)
 }
 
 #[cfg(test)]
@@ -229,6 +303,71 @@ mod tests {
         );
     }
 
+    fn with(extra: serde_json::Value) -> Result<(), String> {
+        let mut v = serde_json::json!({
+            "source": {"host": "db", "user": "repl",
+                       "passwordSecretRef": {"name": "db-pw", "key": "password"}},
+            "target": {"stream": "s"},
+            "tables": {"include": ["shop.*"], "exclude": ["shop.secret*"]}
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        validate(&serde_json::from_value(v).expect("spec")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn requests_name_the_field_that_is_wrong() {
+        use serde_json::json;
+        assert_eq!(with(json!({"start": "snapshot"})), Ok(()));
+        assert_eq!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders"]}})),
+            Ok(())
+        );
+        assert_eq!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["other.t"]}})),
+            Err("spec.snapshot.tables[0]: `other.t` is not captured by spec.tables (include it first)".into())
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.orders", "shop.secret_keys"]}}))
+                .expect_err("excluded")
+                .starts_with("spec.snapshot.tables[1]:")
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "re-1", "tables": ["shop.*"]}}))
+                .expect_err("wildcard")
+                .starts_with("spec.snapshot.tables[0]: `shop.*` is not SCHEMA.TABLE")
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "initial", "tables": ["shop.orders"]}}))
+                .expect_err("reserved")
+                .starts_with("spec.snapshot.requestId:")
+        );
+        assert!(
+            with(json!({"snapshot": {"requestId": "re 1", "tables": ["shop.orders"]}}))
+                .expect_err("space")
+                .starts_with("spec.snapshot.requestId:")
+        );
+        assert!(with(json!({"snapshot": {"requestId": "r", "tables": []}}))
+            .expect_err("empty")
+            .starts_with("spec.snapshot.tables:"));
+        for to in ["binlog.000003:4", "latest", "snapshot", "gtid:0-1-5,1-2-3"] {
+            assert_eq!(
+                with(json!({"checkpointRequest": {"requestId": "mv-1", "to": to}})),
+                Ok(()),
+                "{to}"
+            );
+        }
+        for to in ["binlog.000003:2", "earliest", "gtid:0-1", "nowhere"] {
+            assert!(
+                with(json!({"checkpointRequest": {"requestId": "mv-1", "to": to}}))
+                    .expect_err(to)
+                    .starts_with("spec.checkpointRequest.to:"),
+                "{to}"
+            );
+        }
+    }
+
     #[test]
     fn valid_tls_specs_pass() {
         for tls in [
@@ -246,7 +385,7 @@ mod tests {
         assert!(serde_json::from_value::<BinlogStreamSpec>(old).is_err());
     }
 
-    fn with(extra: serde_json::Value) -> BinlogStreamSpec {
+    fn spec_with(extra: serde_json::Value) -> BinlogStreamSpec {
         let mut v = serde_json::json!({
             "source": {"host": "db", "user": "repl",
                        "passwordSecretRef": {"name": "db-pw", "key": "password"}},
@@ -277,42 +416,44 @@ mod tests {
             "gtid:3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7",
         ] {
             assert_eq!(
-                validate(&with(serde_json::json!({"start": ok}))),
+                validate(&spec_with(serde_json::json!({"start": ok}))),
                 Ok(()),
                 "{ok}"
             );
         }
-        let e =
-            validate(&with(serde_json::json!({"start": "binlog.000001:2"}))).expect_err("pos 2");
+        let e = validate(&spec_with(serde_json::json!({"start": "binlog.000001:2"})))
+            .expect_err("pos 2");
         assert_eq!(e.field, "spec.start");
         assert!(e.message.contains("positions start at 4"), "{e}");
-        let e = validate(&with(serde_json::json!({"start": "gtid:0-1-2,0-1-3"})))
+        let e = validate(&spec_with(serde_json::json!({"start": "gtid:0-1-2,0-1-3"})))
             .expect_err("domain twice");
         assert!(e.message.contains("domain 0 twice"), "{e}");
     }
 
     #[test]
     fn patterns_keys_and_oversize_use_the_publishers_grammar() {
-        let e = validate(&with(
+        let e = validate(&spec_with(
             serde_json::json!({"tables": {"include": ["shop.*", "a.b.c"]}}),
         ))
         .expect_err("pattern");
         assert_eq!(e.field, "spec.tables.include[1]");
         assert!(e.message.contains("`a.b.c`"), "{e}");
-        let e = validate(&with(
+        let e = validate(&spec_with(
             serde_json::json!({"target": {"partitionKey": "constant:"}}),
         ))
         .expect_err("key");
         assert_eq!(e.field, "spec.target.partitionKey");
         assert!(e.message.contains("1 to 256 characters"), "{e}");
-        let e = validate(&with(serde_json::json!({"output": {"oversize": "drop"}})))
-            .expect_err("oversize");
+        let e = validate(&spec_with(
+            serde_json::json!({"output": {"oversize": "drop"}}),
+        ))
+        .expect_err("oversize");
         assert_eq!(
             e.to_string(),
             "spec.output.oversize: `drop` is not fail, skip or key-only"
         );
         assert_eq!(
-            validate(&with(
+            validate(&spec_with(
                 serde_json::json!({"target": {"partitionKey": "constant:x"},
                 "output": {"oversize": "key-only"}})
             )),

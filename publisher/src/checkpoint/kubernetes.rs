@@ -18,7 +18,8 @@ use std::{
 
 use binlogstream_api::crd::{
     BinlogStream, CheckpointSourceStatus, CheckpointStatus, EventMarkStatus, PublisherReport,
-    SourceBinlogs, PUBLISHER_STATUS_MANAGER,
+    SnapshotCheckpointStatus, SnapshotStatus, SnapshotTableStatus, SourceBinlogs,
+    PUBLISHER_STATUS_MANAGER,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -30,7 +31,8 @@ use serde_json::json;
 use super::{CheckpointError, CheckpointStore};
 use crate::{
     metrics::Metrics,
-    position::{Checkpoint, EventMark, SourceServer},
+    position::{Checkpoint, EventMark, SnapshotState, SourceServer},
+    snapshot::{Progress, ProgressView},
 };
 
 #[derive(Default)]
@@ -53,6 +55,9 @@ struct Reported {
     /// [`StatusWriter::write_report_if_due`]).
     written_at: Option<std::time::Instant>,
     written_report: Option<PublisherReport>,
+    /// `status.snapshot` as loaded: kept while this publisher runs no snapshot, so a restart
+    /// does not erase the record of the last one.
+    loaded_snapshot: Option<SnapshotStatus>,
 }
 
 /// Longest one call to the API server may take before it is abandoned (and retried).
@@ -73,6 +78,85 @@ pub struct StatusWriter {
     /// The UID of the BinlogStream this publisher belongs to: a precondition of every write,
     /// checked on load, so a pod of a deleted stream never writes into a recreated one.
     uid: Option<String>,
+    /// The running snapshot's progress, written into `status.snapshot` with every write.
+    progress: Option<Progress>,
+}
+
+/// The stored form of a checkpoint's snapshot progress (the key as JSON text: its values
+/// may be of any JSON type, which a structural schema cannot leave open).
+pub fn snapshot_to_status(s: &SnapshotState) -> SnapshotCheckpointStatus {
+    SnapshotCheckpointStatus {
+        request_id: s.request_id.clone(),
+        pending: s.pending.clone(),
+        last_key: s.last_key.as_ref().map(|k| k.to_string()),
+        table_rows: i64::try_from(s.table_rows).unwrap_or(i64::MAX),
+        tables_done: i64::try_from(s.tables_done).unwrap_or(i64::MAX),
+        completed: s.completed.clone(),
+    }
+}
+
+pub fn snapshot_from_status(s: SnapshotCheckpointStatus) -> Result<SnapshotState, String> {
+    let last_key = match s.last_key.as_deref() {
+        Some(k) if !k.is_empty() => Some(
+            serde_json::from_str::<serde_json::Value>(k)
+                .map_err(|e| format!("lastKey `{k}` is not JSON: {e}"))?,
+        ),
+        _ => None,
+    };
+    Ok(SnapshotState {
+        request_id: s.request_id,
+        pending: s.pending,
+        last_key,
+        table_rows: u64::try_from(s.table_rows).unwrap_or(0),
+        tables_done: u64::try_from(s.tables_done).unwrap_or(0),
+        completed: s.completed,
+    })
+}
+
+/// `status.snapshot` from the progress view; `None` while no snapshot ran in this process.
+pub fn snapshot_view_status(v: &ProgressView) -> Option<SnapshotStatus> {
+    if v.state.is_empty() {
+        return None;
+    }
+    let ts = |t: Option<i64>| t.and_then(rfc3339);
+    let finished = v
+        .tables
+        .iter()
+        .filter(|t| t.state == "done" || t.state == "skipped")
+        .count();
+    let summary = if v.state == "Running" {
+        format!(
+            "Running {finished}/{} tables {} rows",
+            v.tables.len(),
+            v.rows
+        )
+    } else {
+        format!("{} {} tables {} rows", v.state, v.tables.len(), v.rows)
+    };
+    Some(SnapshotStatus {
+        state: v.state.clone(),
+        request_id: v.request_id.clone(),
+        method: (!v.method.is_empty()).then(|| v.method.clone()),
+        rows: i64::try_from(v.rows).unwrap_or(i64::MAX),
+        rows_per_second: (v.state == "Running").then_some(v.rows_per_second as i64),
+        eta_seconds: v.eta_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        started_at: ts(v.started_at),
+        finished_at: ts(v.finished_at),
+        summary: Some(summary),
+        tables: v
+            .tables
+            .iter()
+            .map(|t| SnapshotTableStatus {
+                table: t.table.clone(),
+                state: t.state.clone(),
+                key: (!t.key.is_empty()).then(|| t.key.clone()),
+                rows_done: i64::try_from(t.rows_done).unwrap_or(i64::MAX),
+                rows_estimated: i64::try_from(t.rows_estimated).unwrap_or(i64::MAX),
+                started_at: ts(t.started_at),
+                finished_at: ts(t.finished_at),
+            })
+            .collect(),
+    })
 }
 
 fn rfc3339(ts: i64) -> Option<String> {
@@ -137,7 +221,15 @@ impl StatusWriter {
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             timeout: CALL_TIMEOUT,
             uid: None,
+            progress: None,
         }
+    }
+
+    /// Reports this snapshot progress in `status.snapshot` (rides on the writes the
+    /// checkpoints and the report make anyway: no write of its own).
+    pub fn with_progress(mut self, progress: Progress) -> StatusWriter {
+        self.progress = Some(progress);
+        self
     }
 
     /// Binds every write to the BinlogStream with this UID (`None`: by name only).
@@ -240,13 +332,23 @@ impl StatusWriter {
     }
 
     async fn write_locked(&self) -> Result<(), CheckpointError> {
-        let (checkpoint, report, binlogs) = {
+        let (checkpoint, report, binlogs, loaded_snapshot) = {
             let s = self.state.lock().map_err(err)?;
             if !s.loaded {
                 return Ok(());
             }
-            (s.checkpoint.clone(), s.report.clone(), s.binlogs.clone())
+            (
+                s.checkpoint.clone(),
+                s.report.clone(),
+                s.binlogs.clone(),
+                s.loaded_snapshot.clone(),
+            )
         };
+        let snapshot = self
+            .progress
+            .as_ref()
+            .and_then(|p| snapshot_view_status(&p.view()))
+            .or(loaded_snapshot);
         let checkpoint = checkpoint.map(|cp| CheckpointStatus {
             display: Some(format!("{}:{}", cp.file, cp.pos)),
             file: cp.file,
@@ -271,6 +373,7 @@ impl StatusWriter {
                 server_uuid: s.server_uuid,
                 host: (!s.host.is_empty()).then_some(s.host),
             }),
+            snapshot: cp.snapshot.as_deref().map(snapshot_to_status),
         });
         let mut status = serde_json::Map::new();
         if let Some(cp) = checkpoint {
@@ -291,6 +394,9 @@ impl StatusWriter {
                 "sourceBinlogs".into(),
                 serde_json::to_value(b).map_err(err)?,
             );
+        }
+        if let Some(sn) = snapshot {
+            status.insert("snapshot".into(), serde_json::to_value(sn).map_err(err)?);
         }
         let mut patch = json!({
             "apiVersion": "cdc.binlogstream.io/v1alpha1",
@@ -400,7 +506,11 @@ impl CheckpointStore for KubeCheckpoint {
                 });
             }
         }
-        let Some(cp) = obj.status.and_then(|s| s.checkpoint) else {
+        let status = obj.status.unwrap_or_default();
+        if let Ok(mut s) = self.writer.state.lock() {
+            s.loaded_snapshot = status.snapshot.clone();
+        }
+        let Some(cp) = status.checkpoint else {
             if let Ok(mut s) = self.writer.state.lock() {
                 s.loaded = true;
             }
@@ -443,7 +553,15 @@ impl CheckpointStore for KubeCheckpoint {
                 })
             }),
             event_ts,
-            snapshot: None,
+            snapshot: match cp.snapshot {
+                Some(sn) => Some(Box::new(snapshot_from_status(sn).map_err(|reason| {
+                    CheckpointError::Corrupt {
+                        path: format!("{}.status.checkpoint.snapshot", self.writer.name),
+                        reason,
+                    }
+                })?)),
+                None => None,
+            },
             server: cp.source.and_then(|s| {
                 Some(SourceServer {
                     server_id: u32::try_from(s.server_id).ok()?,
@@ -682,6 +800,125 @@ mod tests {
             .await
             .expect("written");
         server.await.expect("fake API server");
+    }
+
+    /// A publisher run by the operator resumes a snapshot from its status exactly as from a
+    /// file: the progress and the completed request ids ride in `status.checkpoint.snapshot`
+    /// (without them a restarted pod would skip the rest of the snapshot and run a completed
+    /// request again), and the progress view is reported in `status.snapshot`.
+    #[tokio::test]
+    async fn snapshot_progress_is_stored_in_the_status_and_restored() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let metrics = Arc::new(Metrics::new());
+        let progress = Progress::default();
+        let writer =
+            StatusWriter::with_client(Client::new(svc, "default"), "shop", "orders", metrics)
+                .with_progress(progress.clone());
+        let mut store = KubeCheckpoint::new(writer);
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("load");
+            let status = json!({
+                "checkpoint": {"file": "binlog.000007", "position": 1234,
+                               "snapshot": {"requestId": "reseed-1", "pending": ["shop.items", "shop.orders"],
+                                            "lastKey": "[42,\"a\"]", "tableRows": 500, "tablesDone": 2,
+                                            "completed": ["initial"]}},
+                "snapshot": {"state": "Running", "requestId": "reseed-1", "rows": 9, "summary": "Running 2/4 tables 9 rows"}
+            });
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(status)).expect("json"),
+            )));
+            let (req, send) = handle.next_request().await.expect("save");
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            body
+        });
+        let cp = store.load().await.expect("load").expect("a checkpoint");
+        let snap = cp
+            .snapshot
+            .clone()
+            .expect("the snapshot progress is restored");
+        assert_eq!(snap.request_id, "reseed-1");
+        assert_eq!(snap.pending, vec!["shop.items", "shop.orders"]);
+        assert_eq!(snap.last_key, Some(json!([42, "a"])));
+        assert_eq!((snap.table_rows, snap.tables_done), (500, 2));
+        assert_eq!(snap.completed, vec!["initial"]);
+        // Running in this process now: the view replaces the loaded one.
+        let mut reporter =
+            crate::snapshot::progress::Reporter::new(Arc::new(Metrics::new()), progress);
+        reporter.begin("reseed-1", "watermark", &snap.pending, 500);
+        reporter.table_started("shop.items", "PRIMARY", 1000, 500);
+        reporter.rows("shop.items", 100, 600);
+        let mut next = cp.clone();
+        next.pos = 2000;
+        if let Some(s) = next.snapshot.as_mut() {
+            s.table_rows = 600;
+            s.last_key = Some(json!([99, "z"]));
+        }
+        store.save(&next).await.expect("save");
+        store
+            .finish(Instant::now() + Duration::from_secs(5))
+            .await
+            .expect("written");
+        let body = server.await.expect("fake API server");
+        let st = &body["status"];
+        let stored = &st["checkpoint"]["snapshot"];
+        assert_eq!(stored["requestId"], "reseed-1");
+        assert_eq!(stored["lastKey"], "[99,\"z\"]");
+        assert_eq!(stored["tableRows"], 600);
+        assert_eq!(stored["completed"], json!(["initial"]));
+        let view = &st["snapshot"];
+        assert_eq!(view["state"], "Running");
+        assert_eq!(view["rows"], 600);
+        assert_eq!(view["summary"], "Running 0/2 tables 600 rows");
+        assert_eq!(view["tables"][0]["table"], "shop.items");
+        assert_eq!(view["tables"][0]["state"], "running");
+        assert_eq!(view["tables"][0]["rowsDone"], 600);
+        assert_eq!(view["tables"][0]["rowsEstimated"], 1000);
+        assert!(view["tables"][0]["startedAt"].is_string());
+        assert_eq!(view["tables"][1]["state"], "pending");
+    }
+
+    /// A publisher that runs no snapshot keeps the record of the last one (with server-side
+    /// apply, leaving the field out would delete it).
+    #[tokio::test]
+    async fn the_last_snapshot_report_survives_a_restart_without_one() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writer = StatusWriter::with_client(
+            Client::new(svc, "default"),
+            "shop",
+            "orders",
+            Arc::new(Metrics::new()),
+        )
+        .with_progress(Progress::default());
+        let mut store = KubeCheckpoint::new(writer.clone());
+        let done = json!({"state": "Done", "requestId": "initial", "rows": 7, "summary": "Done 1 tables 7 rows",
+                          "tables": [{"table": "shop.orders", "state": "done", "rowsDone": 7, "rowsEstimated": 7}]});
+        let answer = async {
+            let (_, send) = handle.next_request().await.expect("load");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({"snapshot": done.clone()}))).expect("json"),
+            )));
+        };
+        let (loaded, ()) = tokio::join!(store.load(), answer);
+        assert_eq!(loaded.expect("load"), None);
+        writer.set_report("Running", None, None);
+        let check = async {
+            let (req, send) = handle.next_request().await.expect("write");
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            body
+        };
+        let (written, body) = tokio::join!(writer.write(), check);
+        written.expect("write");
+        assert_eq!(body["status"]["snapshot"], done);
     }
 
     #[tokio::test]
