@@ -1200,7 +1200,7 @@ pub async fn run(id: &str, s: Arc<Settings>) -> anyhow::Result<Outcome> {
         "11" => {
             let mut o = Outcome::new("11", "Kubernetes API errors", 0);
             o.not_run = Some(
-                "not run here: needs the local cluster (tests/cluster, /work/shared/notes/local-cluster.md)"
+                "runs on the local cluster: tests/cluster/apifaults.sh (from e2e.sh)"
                     .into(),
             );
             Ok(o)
