@@ -243,6 +243,9 @@ kc delete namespace quota-e2e --wait=false >/dev/null
 # 8b: Kubernetes API faults while checkpoints are due (issue 11, scenario 11).
 bash "$HERE/apifaults.sh"
 
+# 8c: leader failover with two operator replicas (issue 12).
+bash "$HERE/failover.sh"
+
 # 9: API load for many streams (issue 12): CI runs 10 streams for 30 s windows; the full
 # size is BLS_SCALE_STREAMS=50 BLS_SCALE_SECONDS=60.
 BLS_SCALE_STREAMS=${BLS_SCALE_STREAMS:-10} BLS_SCALE_SECONDS=${BLS_SCALE_SECONDS:-30} bash "$HERE/scale.sh"
