@@ -13,12 +13,28 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 VERSION=0.1.0
-OUT="$CACHE/images"
+OUT="${BLS_E2E_IMAGES_DIR:-$CACHE/images}"
 TARGET_DIR="$CACHE/target-images"
 mkdir -p "$OUT"
 
 # --- release binaries -------------------------------------------------------------------------------
+# BLS_E2E_PREBUILT=1: import the archives already in $OUT (written by an earlier run with
+# BLS_E2E_NO_IMPORT=1 BLS_E2E_IMAGES_DIR=...), build nothing.
+PREBUILT=${BLS_E2E_PREBUILT:-0}
+if [ "$PREBUILT" = 1 ]; then
+  for a in publisher operator pause; do ls "$OUT/$a-"*.oci.tar >/dev/null 2>&1 || die "BLS_E2E_PREBUILT=1 but no $a archive in $OUT"; done
+  log "BLS_E2E_PREBUILT=1: importing the archives in $OUT"
+else
 t=$SECONDS
+# target-images is shared by every checkout of this repository, all with the same relative
+# layout: cargo's freshness check then compares this tree's source mtimes with whichever tree
+# built last, finds them older, and keeps the other tree's binary (seen: an image without the
+# code of this worktree). Record which tree was built; after another one, rebuild the crates.
+stamp="$REPO $(git -C "$REPO" rev-parse HEAD 2>/dev/null) $(git -C "$REPO" diff HEAD 2>/dev/null | sha1sum | cut -c1-12)"
+if [ "$(cat "$TARGET_DIR/.images-source" 2>/dev/null)" != "$stamp" ]; then
+  log "$TARGET_DIR was last built from another tree or commit: rebuilding the workspace crates"
+  find "$REPO/publisher/src" "$REPO/operator/src" -name '*.rs' -exec touch {} +
+fi
 # One cargo invocation per binary, on purpose: built together, cargo unifies features, so the
 # operator gets rustls with both `ring` (kube) and `aws-lc-rs` (the AWS SDK) and panics at start
 # ("Could not automatically determine the process-level CryptoProvider"). Built alone it has ring
@@ -28,6 +44,7 @@ for pkg in operator publisher; do
   (cd "$REPO" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p "$pkg")
   cp "$TARGET_DIR/release/$pkg" "$OUT/$pkg.bin"
 done
+echo "$stamp" >"$TARGET_DIR/.images-source"
 log "release binaries built in $((SECONDS - t))s"
 
 passwd_files() {  # rootfs
@@ -71,18 +88,19 @@ t=$SECONDS
 build_image publisher "$OUT/publisher.bin" /usr/local/bin/publisher run
 build_image operator "$OUT/operator.bin" /usr/local/bin/operator
 log "publisher and operator archives written in $((SECONDS - t))s"
+fi
 
 # --- pause (local cluster only; kind brings its own) ------------------------------------------------
 ARCHIVES="$OUT/publisher-$VERSION.oci.tar $OUT/operator-$VERSION.oci.tar"
-if ! use_existing; then
+if ! use_existing && [ "$PREBUILT" != 1 ]; then
   [ -x "$K8S_BIN/pause" ] || bash "$HERE/build-k8s.sh"
   root="$OUT/rootfs-pause"; rm -rf "$root"; mkdir -p "$root"
   cp "$K8S_BIN/pause" "$root/pause"
   python3 "$HERE/oci.py" --rootfs "$root" --name registry.k8s.io/pause:3.6 --out "$OUT/pause-3.6.oci.tar" \
     --entrypoint /pause --user 65535:65535
   rm -rf "$root"
-  ARCHIVES="$OUT/pause-3.6.oci.tar $ARCHIVES"
 fi
+use_existing || ARCHIVES="$OUT/pause-3.6.oci.tar $ARCHIVES"
 
 # --- load into the cluster ---------------------------------------------------------------------------
 if [ "${BLS_E2E_NO_IMPORT:-0}" = 1 ]; then log "archives in $OUT (not imported)"; exit 0; fi
