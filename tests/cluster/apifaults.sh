@@ -66,15 +66,13 @@ metric() {  # name [scrape text]: value of an unlabelled sample
 }
 readyz() { in_cluster_net curl -s --max-time 3 -w ' HTTP %{http_code}' "http://$POD_IP:$METRICS_PORT/readyz" | tr '\n' ' '; }
 publisher_pid() { "${CTR[@]}" tasks ls 2>/dev/null | awk -v id="$CID" '$1 == id { print $2 }'; }
-rss_kib() {  # VmRSS and VmHWM of the publisher process, from /proc on the node
+RSS="" HWM=""
+check_rss() {  # label: sets RSS and HWM (KiB), dies over the bound
   local pid; pid=$(publisher_pid)
-  [ -n "$pid" ] || die "no containerd task for container $CID"
-  awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { print r, h }' "/proc/$pid/status"
-}
-check_rss() {  # label
-  local r h; read -r r h < <(rss_kib)
-  [ "$r" -le "$RSS_LIMIT_KIB" ] || die "$1: publisher RSS $r KiB over the bound $RSS_LIMIT_KIB KiB"
-  echo "$r $h"
+  [ -n "$pid" ] || die "$1: no containerd task for container $CID"
+  read -r RSS HWM < <(awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { print r, h }' "/proc/$pid/status")
+  [ -n "$RSS" ] || die "$1: no VmRSS for pid $pid"
+  [ "$RSS" -le "$RSS_LIMIT_KIB" ] || die "$1: publisher RSS $RSS KiB over the bound $RSS_LIMIT_KIB KiB"
 }
 checkpoint() { kc -n $TNS get bls $BLS -o 'jsonpath={.status.checkpoint.file} {.status.checkpoint.position}'; }
 source_position() { sql -N -e "SHOW MASTER STATUS" | awk '{ print $1, $2 }'; }
@@ -183,7 +181,7 @@ run_fault() {  # id label inject clear api_up_during(0|1)
   pod_info
   local pod0=$POD restarts0=$RESTARTS m0 fail0 rss0 hwm0
   m0=$(scrape); fail0=$(metric binlogstream_checkpoint_store_failures_total "$m0")
-  read -r rss0 hwm0 < <(check_rss "$id before")
+  check_rss "$id before"; rss0=$RSS; hwm0=$HWM
   start_writer "$item"
   sleep 5
   local cp0; cp0=$(checkpoint)
@@ -198,7 +196,7 @@ run_fault() {  # id label inject clear api_up_during(0|1)
   m1=$(scrape); failing=$(metric binlogstream_checkpoint_store_failing "$m1")
   fail1=$(metric binlogstream_checkpoint_store_failures_total "$m1")
   ready=$(readyz)
-  read -r rss1 hwm1 < <(check_rss "$id during")
+  check_rss "$id during"; rss1=$RSS; hwm1=$HWM
   [ "$api_up" = 1 ] && cp1=$(checkpoint)
   log "$id during: rows on the stream $on1 -> $on2; store_failing=$failing failures $fail0 -> $fail1; readyz: $ready; checkpoint $cp1; RSS $rss1 KiB"
   [ "$on2" -gt "$on1" ] || die "$id: no row reached Kinesis during the fault ($on1 -> $on2)"
@@ -234,7 +232,7 @@ run_fault() {  # id label inject clear api_up_during(0|1)
   [ "$RESTARTS" = "$restarts0" ] || die "$id: the publisher restarted ($restarts0 -> $RESTARTS)"
   local m2 rss2 hwm2 ready2
   m2=$(scrape)
-  read -r rss2 hwm2 < <(check_rss "$id after")
+  check_rss "$id after"; rss2=$RSS; hwm2=$HWM
   [ "$((rss2 - rss0))" -le "$RSS_GROWTH_KIB" ] || die "$id: RSS grew by $((rss2 - rss0)) KiB over the fault (bound $RSS_GROWTH_KIB KiB)"
   end=$((SECONDS + 20))
   until [ "$(metric binlogstream_checkpoint_store_failing "$(scrape)")" = 0 ]; do
@@ -245,7 +243,7 @@ run_fault() {  # id label inject clear api_up_during(0|1)
   case "$ready2" in "ready  HTTP 200") ;; *) die "$id: /readyz after the fault: $ready2" ;; esac
   local degraded; degraded=$(kc -n $TNS get bls $BLS -o 'jsonpath={.status.conditions[?(@.type=="Degraded")].status}')
   log "$id after: checkpoint $(checkpoint) (caught up ${catchup}s after the fault); $committed rows, $missing lost, $dups duplicates; restarts $RESTARTS; RSS $rss0 -> $rss2 KiB (peak $hwm2); failures counted $(metric binlogstream_checkpoint_store_failures_total "$m2"); Degraded=$degraded"
-  RESULTS+=("| 11$id $label | 1 | $committed | $missing | $dups | 0 | rows on Kinesis during the fault ($on1 -> $on2 of this phase's rows); $((fail1 - fail0)) failed status writes counted, \`/readyz\` 200 naming the store; checkpoint caught up ${catchup} s after; RSS $((rss0 / 1024)) -> $((rss2 / 1024)) MiB, no restart |")
+  RESULTS+=("| 11$id $label | 1 | $committed | $missing | $dups | 0 | rows on Kinesis during the fault ($on1 -> $on2 of this phase's rows); $((fail1 - fail0)) failed status writes counted, \`/readyz\` 200 naming the store; checkpoint caught up ${catchup} s after; RSS $((rss0 / 1024)) -> $((rss2 / 1024)) MiB (peak $((hwm2 / 1024)) MiB), no restart |")
 }
 
 log "Kubernetes API faults (scenario 11): ${FAULT_SECONDS}s each, catch-up bound ${CATCHUP_LIMIT}s, RSS bound $RSS_LIMIT_KIB KiB (+$RSS_GROWTH_KIB KiB per fault)"
