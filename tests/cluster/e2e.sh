@@ -9,6 +9,8 @@
 #   - Kinesis unreachable for a while (emulator frozen with SIGSTOP): Degraded=True, then Ready
 #     again with nothing lost; the lag passing the threshold: Lagging=True, then it clears;
 #   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
+#   - Kubernetes API faults while checkpoints are due (apifaults.sh) and operator leader
+#     failover with two replicas (failover.sh);
 #   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
