@@ -75,6 +75,8 @@ pub struct Metrics {
     pub source_connected: Gauge,
     /// Checkpoint writes that failed and will be retried (the stream goes on meanwhile).
     pub checkpoint_store_failures: Counter,
+    /// 1 while checkpoints cannot be stored (set with the store problem), 0 otherwise.
+    pub checkpoint_store_failing: Gauge,
     /// Kinesis sink: request tasks alive, ack-queue entries, aggregated rows re-sent after a
     /// reshard (see `sink::kinesis`).
     pub sink_tasks: Gauge,
@@ -128,6 +130,7 @@ impl Metrics {
             source_reconnects: Counter::default(),
             source_connected: Gauge::default(),
             checkpoint_store_failures: Counter::default(),
+            checkpoint_store_failing: Gauge::default(),
             sink_tasks: Gauge::default(),
             ack_queue_len: Gauge::default(),
             reshard_resent: Counter::default(),
@@ -220,6 +223,11 @@ impl Metrics {
             m.checkpoint_store_failures.clone(),
         );
         r.register(
+            "checkpoint_store_failing",
+            "1 while checkpoint writes fail and are retried (streaming goes on; /readyz stays ready and names the problem), 0 otherwise",
+            m.checkpoint_store_failing.clone(),
+        );
+        r.register(
             "sink_tasks",
             "Sink request tasks alive (at most one per lane)",
             m.sink_tasks.clone(),
@@ -295,12 +303,28 @@ impl Metrics {
 
     /// Why checkpoints cannot be stored now (`None` once they can again).
     pub fn set_store_problem(&self, problem: Option<String>) {
+        self.checkpoint_store_failing
+            .set(i64::from(problem.is_some()));
         if let Ok(mut p) = self.store_problem.lock() {
             *p = problem;
         }
     }
 
-    /// `None` when ready; otherwise why not.
+    /// What /readyz answers: not ready only for the source and the sink. A failing checkpoint
+    /// store leaves the stream running, so the pod stays ready and the body names the problem
+    /// (a NotReady pod would read as "starting" to the operator).
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.ready.load(Ordering::Relaxed) {
+            return (false, self.problem().unwrap_or_else(|| "starting".into()));
+        }
+        match self.store_problem.lock().ok().and_then(|p| p.clone()) {
+            Some(store) => (true, store),
+            None => (true, String::new()),
+        }
+    }
+
+    /// `None` when ready and storing checkpoints; otherwise why not (the publisher's report in
+    /// the status).
     pub fn problem(&self) -> Option<String> {
         if self.ready.load(Ordering::Relaxed) {
             self.store_problem.lock().ok().and_then(|p| p.clone())
@@ -344,9 +368,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    match m.problem() {
-        None => (StatusCode::OK, "ready\n".to_string()),
-        Some(why) => (
+    match m.readiness() {
+        (true, note) if note.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        (true, note) => (StatusCode::OK, format!("ready; {note}\n")),
+        (false, why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
@@ -372,7 +397,11 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{Metrics, RETRY_REASONS};
+    use std::sync::Arc;
+
+    use axum::{extract::State, http::StatusCode, response::IntoResponse};
+
+    use super::{readyz, Metrics, RETRY_REASONS};
 
     #[test]
     fn every_retry_reason_and_the_snapshot_flag_exist_from_the_start() {
@@ -397,5 +426,44 @@ mod tests {
         assert!(m
             .render()
             .contains("binlogstream_partial_json_unapplied_total 1"));
+    }
+
+    async fn readyz_of(m: &Arc<Metrics>) -> (StatusCode, String) {
+        let r = readyz(State(m.clone())).await.into_response();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 4096)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A failing checkpoint store (an API server restarting, webhooks answering 500) does not
+    /// stop the stream: the pod stays ready (a NotReady pod reads as "starting" to the
+    /// operator and to people), and the body and a gauge say the store is failing.
+    #[tokio::test]
+    async fn a_failing_checkpoint_store_leaves_readyz_ready_and_says_so() {
+        let m = Arc::new(Metrics::new());
+        m.set_ready(true, None);
+        assert_eq!(readyz_of(&m).await, (StatusCode::OK, "ready\n".into()));
+        m.set_store_problem(Some("checkpoint store failing: HTTP 500".into()));
+        let (status, body) = readyz_of(&m).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("checkpoint store failing: HTTP 500"),
+            "{body}"
+        );
+        assert!(m
+            .render()
+            .contains("binlogstream_checkpoint_store_failing 1"));
+        m.set_store_problem(None);
+        assert_eq!(readyz_of(&m).await, (StatusCode::OK, "ready\n".into()));
+        assert!(m
+            .render()
+            .contains("binlogstream_checkpoint_store_failing 0"));
+        // Not ready for the source or the sink: 503, whatever the store does.
+        m.set_ready(false, Some("source unreachable".into()));
+        let (status, body) = readyz_of(&m).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("source unreachable"), "{body}");
     }
 }

@@ -84,3 +84,16 @@ wait_for() {  # name timeout command...
     sleep 0.3
   done
 }
+
+# kube-apiserver as up.sh starts it; apifaults.sh stops it and calls this again (same state, certs
+# in cert-dir are reused, so clients keep trusting it).
+start_apiserver() {
+  start kube-apiserver "$K8S_BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+    --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/audit.log" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=1 \
+    --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
+    --cert-dir="$STATE/certs" --token-auth-file="$STATE/tokens.csv" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/sa.pub" \
+    --service-account-signing-key-file="$STATE/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
+    --insecure-port=0 --kubelet-preferred-address-types=InternalIP
+}

@@ -9,8 +9,12 @@
 #   - Kinesis unreachable for a while (emulator frozen with SIGSTOP): Degraded=True, then Ready
 #     again with nothing lost; the lag passing the threshold: Lagging=True, then it clears;
 #   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
-#   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object;
-#   - prometheus.sh: a real Prometheus scrapes publisher and operator; every query has series.
+#   - the publisher fence (a second publisher waits for the lease), snapshots and checkpoint
+#     requests by resource (snapshot.sh, rewind.sh);
+#   - Kubernetes API faults while checkpoints are due (apifaults.sh) and operator leader
+#     failover with two replicas (failover.sh);
+#   - prometheus.sh: a real Prometheus scrapes publisher and operator; every query has series;
+#   - deleting the BinlogStream removes its children; helm uninstall leaves no operator object.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 . "$HERE/common.sh"
@@ -276,6 +280,12 @@ quota_seen() { cond quota-e2e blocked Ready reason | grep -qx FailedCreate && co
 wait_until 120 "blocked: Ready=False FailedCreate" quota_seen
 log "quota: $(cond quota-e2e blocked Ready message)"
 kc delete namespace quota-e2e --wait=false >/dev/null
+
+# 8b: Kubernetes API faults while checkpoints are due (issue 11, scenario 11).
+bash "$HERE/apifaults.sh"
+
+# 8c: leader failover with two operator replicas (issue 12).
+bash "$HERE/failover.sh"
 
 # 9: API load for many streams (issue 12): CI runs 10 streams for 30 s windows; the full
 # size is BLS_SCALE_STREAMS=50 BLS_SCALE_SECONDS=60.

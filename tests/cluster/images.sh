@@ -13,44 +13,41 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 VERSION=0.1.0
-OUT="$CACHE/images"
+OUT="${BLS_E2E_IMAGES_DIR:-$CACHE/images}"
 TARGET_DIR="$CACHE/target-images"
 mkdir -p "$OUT"
 
 # --- release binaries -------------------------------------------------------------------------------
-# Checkouts (git worktrees) share $TARGET_DIR, and cargo names and fingerprints workspace
-# members by their path inside the workspace: another checkout's build looks fresh here when
-# this one's sources are older than it, and its binaries would be shipped. Sources newer than
-# any earlier build make cargo rebuild them for this checkout.
-stamp="$TARGET_DIR/.images-checkout"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$REPO" ]; then
-  log "last built from $(cat "$stamp" 2>/dev/null || echo nothing): marking $REPO's sources changed"
-  find "$REPO/operator" "$REPO/publisher" -name '*.rs' -exec touch {} +
-fi
-mkdir -p "$TARGET_DIR"; echo "$REPO" >"$stamp"
+# BLS_E2E_PREBUILT=1: import the archives already in $OUT (written by an earlier run with
+# BLS_E2E_NO_IMPORT=1 BLS_E2E_IMAGES_DIR=...), build nothing.
+PREBUILT=${BLS_E2E_PREBUILT:-0}
+if [ "$PREBUILT" = 1 ]; then
+  for a in publisher operator pause; do ls "$OUT/$a-"*.oci.tar >/dev/null 2>&1 || die "BLS_E2E_PREBUILT=1 but no $a archive in $OUT"; done
+  log "BLS_E2E_PREBUILT=1: importing the archives in $OUT"
+else
 t=$SECONDS
+# target-images is shared by every checkout of this repository (git worktrees), all with the
+# same relative layout: cargo's freshness check compares this tree's source mtimes with
+# whichever tree built last, finds them older, and keeps the other tree's binary (seen: an
+# image without this worktree's code). Record which tree and state was built; when it
+# differs, touch the workspace's sources so cargo rebuilds from this tree.
+stamp="$REPO $(git -C "$REPO" rev-parse HEAD 2>/dev/null) $( { git -C "$REPO" diff HEAD; git -C "$REPO" status --porcelain; } 2>/dev/null | sha256sum | cut -c1-16)"
+if [ "$(cat "$TARGET_DIR/.images-source" 2>/dev/null)" != "$stamp" ]; then
+  log "$TARGET_DIR was last built from another tree or state: rebuilding the workspace crates from $REPO"
+  find "$REPO/api" "$REPO/publisher" "$REPO/operator" -path '*/fuzz' -prune -o \( -name '*.rs' -o -name Cargo.toml \) -exec touch {} +
+fi
+mkdir -p "$TARGET_DIR"
+rm -f "$TARGET_DIR/.images-source"
 # One cargo invocation per binary, on purpose: built together, cargo unifies features, so the
 # operator gets rustls with both `ring` (kube) and `aws-lc-rs` (the AWS SDK) and panics at start
 # ("Could not automatically determine the process-level CryptoProvider"). Built alone it has ring
 # only. (`cargo build --release -p publisher -p operator` reproduces the panic.)
-# Several worktrees of this repository share TARGET_DIR. Cargo decides freshness by comparing
-# source mtimes (paths relative to the package) with the last build, so binaries built from
-# another worktree look fresh here when this tree's files are older: the image would hold the
-# other tree's code. Record which tree and state was built; when it differs, touch the
-# workspace's sources so cargo rebuilds from this tree.
-built_from="$REPO $(git -C "$REPO" rev-parse HEAD 2>/dev/null) $( { git -C "$REPO" diff HEAD; git -C "$REPO" status --porcelain; } 2>/dev/null | sha256sum | cut -c1-16)"
-if [ "$(cat "$TARGET_DIR/.built-from" 2>/dev/null)" != "$built_from" ]; then
-  log "last release build was from another tree or state: rebuilding from $REPO"
-  find "$REPO/publisher" "$REPO/operator" -path '*/fuzz' -prune -o \( -name '*.rs' -o -name Cargo.toml \) -exec touch {} +
-fi
-mkdir -p "$TARGET_DIR"
-rm -f "$TARGET_DIR/.built-from"
 for pkg in operator publisher; do
   log "cargo build --release -p $pkg (CARGO_TARGET_DIR=$TARGET_DIR)"
   (cd "$REPO" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p "$pkg")
   cp "$TARGET_DIR/release/$pkg" "$OUT/$pkg.bin"
 done
-echo "$built_from" >"$TARGET_DIR/.built-from"
+echo "$stamp" >"$TARGET_DIR/.images-source"
 log "release binaries built in $((SECONDS - t))s"
 
 passwd_files() {  # rootfs
@@ -94,18 +91,19 @@ t=$SECONDS
 build_image publisher "$OUT/publisher.bin" /usr/local/bin/publisher run
 build_image operator "$OUT/operator.bin" /usr/local/bin/operator
 log "publisher and operator archives written in $((SECONDS - t))s"
+fi
 
 # --- pause (local cluster only; kind brings its own) ------------------------------------------------
 ARCHIVES="$OUT/publisher-$VERSION.oci.tar $OUT/operator-$VERSION.oci.tar"
-if ! use_existing; then
+if ! use_existing && [ "$PREBUILT" != 1 ]; then
   [ -x "$K8S_BIN/pause" ] || bash "$HERE/build-k8s.sh"
   root="$OUT/rootfs-pause"; rm -rf "$root"; mkdir -p "$root"
   cp "$K8S_BIN/pause" "$root/pause"
   python3 "$HERE/oci.py" --rootfs "$root" --name registry.k8s.io/pause:3.6 --out "$OUT/pause-3.6.oci.tar" \
     --entrypoint /pause --user 65535:65535
   rm -rf "$root"
-  ARCHIVES="$OUT/pause-3.6.oci.tar $ARCHIVES"
 fi
+use_existing || ARCHIVES="$OUT/pause-3.6.oci.tar $ARCHIVES"
 
 # --- load into the cluster ---------------------------------------------------------------------------
 if [ "${BLS_E2E_NO_IMPORT:-0}" = 1 ]; then log "archives in $OUT (not imported)"; exit 0; fi

@@ -88,14 +88,7 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
 POLICY
-start kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
-  --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/audit.log" \
-  --audit-log-maxsize=200 --audit-log-maxbackup=1 \
-  --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
-  --cert-dir="$STATE/certs" --token-auth-file="$STATE/tokens.csv" --authorization-mode=Node,RBAC \
-  --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$STATE/sa.pub" \
-  --service-account-signing-key-file="$STATE/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
-  --insecure-port=0 --kubelet-preferred-address-types=InternalIP
+start_apiserver
 wait_for kube-apiserver 60 nscurl -k -H "Authorization: Bearer $TOKEN" "https://$NODE_IP:6443/readyz"
 log "kube-apiserver up (pid $(cat "$STATE/pids/kube-apiserver"))"
 

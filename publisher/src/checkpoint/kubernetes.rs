@@ -1067,6 +1067,7 @@ mod tests {
             problem.contains("checkpoint store failing") && problem.contains("500"),
             "{problem}"
         );
+        assert_eq!(metrics.checkpoint_store_failing.get(), 1);
         // The pipeline is not stopped: later checkpoints are taken while the store retries.
         store.save(&checkpoint(200)).await.expect("still saving");
         assert_eq!(server.await.expect("fake API server"), 200);
@@ -1075,6 +1076,7 @@ mod tests {
         })
         .await;
         assert_eq!(metrics.problem(), None, "/readyz recovers");
+        assert_eq!(metrics.checkpoint_store_failing.get(), 0);
         store
             .finish(Instant::now() + Duration::from_secs(2))
             .await

@@ -1166,10 +1166,8 @@ pub async fn run(id: &str, s: Arc<Settings>) -> anyhow::Result<Outcome> {
         "10" => semi_sync(&s).await,
         "11" => {
             let mut o = Outcome::new("11", "Kubernetes API errors", 0);
-            o.not_run = Some(
-                "not run here: needs the local cluster (tests/cluster, /work/shared/notes/local-cluster.md)"
-                    .into(),
-            );
+            o.not_run =
+                Some("runs on the local cluster: tests/cluster/apifaults.sh (from e2e.sh)".into());
             Ok(o)
         }
         "12" => soak(&s).await,
