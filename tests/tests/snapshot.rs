@@ -94,11 +94,11 @@ async fn writer(
     stop: Arc<std::sync::atomic::AtomicBool>,
     n: usize,
     base: u64,
-) -> Vec<Duration> {
+) -> Result<Vec<Duration>, String> {
     use rand::Rng;
     let mut conn = mysql_async::Conn::new(db_url)
         .await
-        .expect("writer connection");
+        .map_err(|e| format!("writer connection: {e:?}"))?;
     let mut lat = Vec::new();
     let mut next_id = base;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -131,12 +131,32 @@ async fn writer(
         let t = Instant::now();
         conn.query_drop(&sql)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .map_err(|e| format!("{sql}: {e:?} (after {:?})", t.elapsed()))?;
         lat.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = conn.disconnect().await;
-    lat
+    Ok(lat)
+}
+
+/// The writer's latencies; when it failed, the panic carries the server's log (why the
+/// server ended the connection, if it says).
+async fn writer_result(
+    db: &MariaDb,
+    w: impl std::future::Future<Output = Result<Result<Vec<Duration>, String>, tokio::task::JoinError>>,
+) -> Vec<Duration> {
+    match w.await.expect("writer task") {
+        Ok(lat) => lat,
+        Err(e) => {
+            let log = db.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "writer failed: {e}\nmariadbd log (last lines):\n{}",
+                tail.join("\n")
+            )
+        }
+    }
 }
 
 fn percentile(lat: &mut [Duration], p: f64) -> Duration {
@@ -439,7 +459,7 @@ async fn snapshot_under_writes(method: Method) {
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 10_000_000));
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut quiet = w.await.expect("writer");
+    let mut quiet = writer_result(&db, w).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 20_000_000));
@@ -458,13 +478,14 @@ async fn snapshot_under_writes(method: Method) {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let lat = w.await.expect("writer");
+        let lat = w.await;
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
         lat
     });
     let t = Instant::now();
     let rows = publish_until_caught_up(&db, snap_cfg(&db), None, opts, writer_done).await;
-    let mut busy = stopper.await.expect("stopper");
+    let busy = stopper.await.expect("stopper");
+    let mut busy = writer_result(&db, async { busy }).await;
     let records: Vec<Value> = rows
         .iter()
         .map(|r| serde_json::from_slice(&r.body).expect("json"))
@@ -603,7 +624,7 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    w.await.expect("writer");
+    writer_result(&db, w).await;
     let end = db.binlog_end().await;
     while !read_checkpoint(&cp).is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge()) {
         assert!(Instant::now() < deadline, "publisher did not catch up");

@@ -6,7 +6,7 @@ use mysql_async::{prelude::Queryable, Conn, Row};
 
 use super::{plan::SnapshotPlan, BinlogPos, Method, SnapshotError};
 use crate::{
-    decode::{encode_snapshot_row, EncodeOptions, RowChange, SnapshotAt},
+    decode::{EncodeOptions, RowChange, SnapshotAt, SnapshotEncoder},
     source::preflight,
 };
 
@@ -130,6 +130,7 @@ async fn select(
     let mut seen = 0usize;
     let mut cut = false;
     let mut last_values: Option<Vec<mysql_async::Value>> = None;
+    let mut encoder = SnapshotEncoder::default();
     // Binary protocol (a prepared statement), so values arrive typed as the binlog has them.
     let mut result = conn.exec_iter(sql, params).await.map_err(q)?;
     while let Some(row) = result.next().await.map_err(q)? {
@@ -140,14 +141,15 @@ async fn select(
             continue;
         }
         let values = Row::unwrap(row);
-        let change = encode_snapshot_row(
-            &r.plan.record,
-            &values,
-            r.encode,
-            &snap_at,
-            r.first_row + rows.len() as u64,
-        )
-        .map_err(SnapshotError::Decode)?;
+        let change = encoder
+            .encode(
+                &r.plan.record,
+                &values,
+                r.encode,
+                &snap_at,
+                r.first_row + rows.len() as u64,
+            )
+            .map_err(SnapshotError::Decode)?;
         bytes += change.body.len();
         rows.push(change);
         last_values = Some(values);

@@ -678,20 +678,16 @@ impl Driver {
         let mut flushed = None;
         let mut rows = 0u64;
         let mut batch = 0u64;
+        let mut encoder = crate::decode::SnapshotEncoder::default();
         let conn = self.conn.as_mut().expect("read view open");
         let q = |e| SnapshotError::query(&plan.name, e);
         let result: Result<(), SnapshotError> = async {
             let mut res = conn.exec_iter(plan.full_sql(), ()).await.map_err(q)?;
             while let Some(row) = res.next().await.map_err(q)? {
                 let values = mysql_async::Row::unwrap(row);
-                let change = crate::decode::encode_snapshot_row(
-                    &plan.record,
-                    &values,
-                    encode,
-                    &snap_at,
-                    rows,
-                )
-                .map_err(SnapshotError::Decode)?;
+                let change = encoder
+                    .encode(&plan.record, &values, encode, &snap_at, rows)
+                    .map_err(SnapshotError::Decode)?;
                 sink.write_row(change).await?;
                 rows += 1;
                 batch += 1;
