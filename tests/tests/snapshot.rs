@@ -96,10 +96,12 @@ async fn writer(
     base: u64,
 ) -> Result<Vec<Duration>, String> {
     use rand::Rng;
-    let mut conn = mysql_async::Conn::new(db_url)
-        .await
-        .map_err(|e| format!("writer connection: {e:?}"))?;
+    let mut conn = writer_connect(&db_url).await?;
     let mut lat = Vec::new();
+    // Connections lost (and reopened) so far: the writer is load, not what is checked, so a
+    // lost connection is reopened and the writer goes on (the statement's outcome is
+    // unknown, which the checks do not depend on: they compare with the source's tables).
+    let mut lost = Vec::new();
     let mut next_id = base;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let (op, r) = {
@@ -129,14 +131,57 @@ async fn writer(
             _ => format!("DELETE FROM snap.wide WHERE id = {}", r / 10 + 1),
         };
         let t = Instant::now();
-        conn.query_drop(&sql)
-            .await
-            .map_err(|e| format!("{sql}: {e:?} (after {:?})", t.elapsed()))?;
-        lat.push(t.elapsed());
+        match conn.query_drop(&sql).await {
+            Ok(()) => lat.push(t.elapsed()),
+            Err(e) if connection_lost(&e) && lost.len() < 3 => {
+                let what = format!("{sql}: {e} (after {:?})", t.elapsed());
+                eprintln!("writer: connection lost, reconnecting: {what}");
+                lost.push(what);
+                conn = writer_connect(&db_url)
+                    .await
+                    .map_err(|e| format!("{e}; lost before: {lost:?}"))?;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{sql}: {e:?} (after {:?}; connections lost before: {lost:?})",
+                    t.elapsed()
+                ))
+            }
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = conn.disconnect().await;
     Ok(lat)
+}
+
+/// The writer's connection; a connection lost while it opens (a handshake reset on a
+/// loaded machine) is tried again, twice.
+async fn writer_connect(url: &mysql_async::Opts) -> Result<mysql_async::Conn, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match mysql_async::Conn::new(url.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if connection_lost(&e) && attempt < 3 => {
+                eprintln!("writer: connecting failed, trying again: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("writer connection: {e:?}")),
+        }
+    }
+}
+
+/// The connection itself is gone (reset, closed, killed, server going away), as opposed to
+/// the statement failing.
+fn connection_lost(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(d) => {
+            matches!(d, mysql_async::DriverError::ConnectionClosed)
+        }
+        mysql_async::Error::Server(s) => matches!(s.code, 1053 | 1927 | 2006 | 2013 | 4031),
+        _ => false,
+    }
 }
 
 /// The writer's latencies; when it failed, the panic carries the server's log (why the

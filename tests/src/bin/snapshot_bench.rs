@@ -49,6 +49,16 @@ fn extra_args() -> Vec<String> {
         .collect()
 }
 
+/// BENCH_WRAP: a command the null-sink publisher runs under (whitespace-separated), e.g.
+/// `strace -f -c -o /tmp/strace.txt`; stopped by SIGTERM so the tool reports.
+fn wrap() -> Vec<String> {
+    std::env::var("BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 fn publisher_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("exe");
     exe.parent().expect("dir").join("publisher")
@@ -278,7 +288,7 @@ async fn main() {
         // Warm the buffer pool so every reader sees the same server.
         let _ = ceiling(&db, table);
         let c = ceiling(&db, table);
-        let null = snapshot(&db, table, &["--sink", "null"], &[]);
+        let null = snapshot(&db, table, &["--sink", "null"], &wrap());
         let stream = format!("snap-{table}");
         kinesalite.create_stream(&stream, 4).await;
         let endpoint = kinesalite.endpoint();
