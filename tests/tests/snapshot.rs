@@ -644,8 +644,18 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 30_000_000));
     let mut kills = 0;
     for _ in 0..5 {
+        let before = read_checkpoint(&cp).and_then(|c| c.snapshot);
         let mut child = spawn();
-        let wait = rand::thread_rng().gen_range(150..900);
+        // A random moment once this run has acknowledged a chunk of its own (the publisher's
+        // speed decides how long that takes, so a fixed wait could miss the snapshot).
+        let t = Instant::now();
+        while !snapshot_done(&cp)
+            && read_checkpoint(&cp).and_then(|c| c.snapshot) == before
+            && t.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let wait = rand::thread_rng().gen_range(0..150);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let done = snapshot_done(&cp);
         child.kill().expect("SIGKILL");
@@ -655,7 +665,10 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
         }
         kills += 1;
         let at = read_checkpoint(&cp).and_then(|c| c.snapshot);
-        println!("killed after {wait} ms; checkpoint snapshot progress: {at:?}");
+        println!(
+            "killed {wait} ms after a chunk was acknowledged ({:?} after the start); checkpoint snapshot progress: {at:?}",
+            t.elapsed()
+        );
     }
     // The last run finishes the snapshot and catches up.
     let mut child = spawn();
