@@ -334,6 +334,9 @@ pub async fn run_with_snapshot<S: Sink, C: CheckpointStore>(
                 _ = &mut shutdown => break Ok(()),
                 r = snap.step(&reader, sink, &mut items) => r,
             };
+            let streamed = snap.take_streamed();
+            summary.rows += streamed;
+            metrics.rows_read.inc_by(streamed);
             let r = match stepped {
                 Ok(cp) => saver.offer(cp, false).await.map_err(PipelineError::from),
                 Err(e) => Err(PipelineError::Snapshot(e)),

@@ -94,12 +94,14 @@ async fn writer(
     stop: Arc<std::sync::atomic::AtomicBool>,
     n: usize,
     base: u64,
-) -> Vec<Duration> {
+) -> Result<Vec<Duration>, String> {
     use rand::Rng;
-    let mut conn = mysql_async::Conn::new(db_url)
-        .await
-        .expect("writer connection");
+    let mut conn = writer_connect(&db_url).await?;
     let mut lat = Vec::new();
+    // Connections lost (and reopened) so far: the writer is load, not what is checked, so a
+    // lost connection is reopened and the writer goes on (the statement's outcome is
+    // unknown, which the checks do not depend on: they compare with the source's tables).
+    let mut lost = Vec::new();
     let mut next_id = base;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let (op, r) = {
@@ -129,14 +131,77 @@ async fn writer(
             _ => format!("DELETE FROM snap.wide WHERE id = {}", r / 10 + 1),
         };
         let t = Instant::now();
-        conn.query_drop(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        lat.push(t.elapsed());
+        match conn.query_drop(&sql).await {
+            Ok(()) => lat.push(t.elapsed()),
+            Err(e) if connection_lost(&e) && lost.len() < 3 => {
+                let what = format!("{sql}: {e} (after {:?})", t.elapsed());
+                eprintln!("writer: connection lost, reconnecting: {what}");
+                lost.push(what);
+                conn = writer_connect(&db_url)
+                    .await
+                    .map_err(|e| format!("{e}; lost before: {lost:?}"))?;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{sql}: {e:?} (after {:?}; connections lost before: {lost:?})",
+                    t.elapsed()
+                ))
+            }
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = conn.disconnect().await;
-    lat
+    Ok(lat)
+}
+
+/// The writer's connection; a connection lost while it opens (a handshake reset on a
+/// loaded machine) is tried again, twice.
+async fn writer_connect(url: &mysql_async::Opts) -> Result<mysql_async::Conn, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match mysql_async::Conn::new(url.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if connection_lost(&e) && attempt < 3 => {
+                eprintln!("writer: connecting failed, trying again: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("writer connection: {e:?}")),
+        }
+    }
+}
+
+/// The connection itself is gone (reset, closed, killed, server going away), as opposed to
+/// the statement failing.
+fn connection_lost(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(d) => {
+            matches!(d, mysql_async::DriverError::ConnectionClosed)
+        }
+        mysql_async::Error::Server(s) => matches!(s.code, 1053 | 1927 | 2006 | 2013 | 4031),
+        _ => false,
+    }
+}
+
+/// The writer's latencies; when it failed, the panic carries the server's log (why the
+/// server ended the connection, if it says).
+async fn writer_result(
+    db: &MariaDb,
+    w: impl std::future::Future<Output = Result<Result<Vec<Duration>, String>, tokio::task::JoinError>>,
+) -> Vec<Duration> {
+    match w.await.expect("writer task") {
+        Ok(lat) => lat,
+        Err(e) => {
+            let log = db.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "writer failed: {e}\nmariadbd log (last lines):\n{}",
+                tail.join("\n")
+            )
+        }
+    }
 }
 
 fn percentile(lat: &mut [Duration], p: f64) -> Duration {
@@ -439,7 +504,7 @@ async fn snapshot_under_writes(method: Method) {
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 10_000_000));
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut quiet = w.await.expect("writer");
+    let mut quiet = writer_result(&db, w).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 20_000_000));
@@ -458,13 +523,14 @@ async fn snapshot_under_writes(method: Method) {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let lat = w.await.expect("writer");
+        let lat = w.await;
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
         lat
     });
     let t = Instant::now();
     let rows = publish_until_caught_up(&db, snap_cfg(&db), None, opts, writer_done).await;
-    let mut busy = stopper.await.expect("stopper");
+    let busy = stopper.await.expect("stopper");
+    let mut busy = writer_result(&db, async { busy }).await;
     let records: Vec<Value> = rows
         .iter()
         .map(|r| serde_json::from_slice(&r.body).expect("json"))
@@ -578,8 +644,18 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
     let w = tokio::spawn(writer(db.root_opts(), stop.clone(), n, 30_000_000));
     let mut kills = 0;
     for _ in 0..5 {
+        let before = read_checkpoint(&cp).and_then(|c| c.snapshot);
         let mut child = spawn();
-        let wait = rand::thread_rng().gen_range(150..900);
+        // A random moment once this run has acknowledged a chunk of its own (the publisher's
+        // speed decides how long that takes, so a fixed wait could miss the snapshot).
+        let t = Instant::now();
+        while !snapshot_done(&cp)
+            && read_checkpoint(&cp).and_then(|c| c.snapshot) == before
+            && t.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let wait = rand::thread_rng().gen_range(0..150);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let done = snapshot_done(&cp);
         child.kill().expect("SIGKILL");
@@ -589,7 +665,10 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
         }
         kills += 1;
         let at = read_checkpoint(&cp).and_then(|c| c.snapshot);
-        println!("killed after {wait} ms; checkpoint snapshot progress: {at:?}");
+        println!(
+            "killed {wait} ms after a chunk was acknowledged ({:?} after the start); checkpoint snapshot progress: {at:?}",
+            t.elapsed()
+        );
     }
     // The last run finishes the snapshot and catches up.
     let mut child = spawn();
@@ -603,7 +682,7 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    w.await.expect("writer");
+    writer_result(&db, w).await;
     let end = db.binlog_end().await;
     while !read_checkpoint(&cp).is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge()) {
         assert!(Instant::now() < deadline, "publisher did not catch up");

@@ -290,7 +290,13 @@ pub(crate) fn finish_record(
 
 /// The primary-key values as a JSON array, from their spans in `body`.
 fn key_text(plan: &TablePlan, spans: &[Option<(usize, usize)>], body: &[u8]) -> String {
-    let mut k = String::from("[");
+    let len: usize = plan
+        .primary_key
+        .iter()
+        .map(|&ci| spans.get(ci).copied().flatten().map_or(4, |(s, e)| e - s) + 2)
+        .sum();
+    let mut k = String::with_capacity(len + 2);
+    k.push('[');
     for (j, &ci) in plan.primary_key.iter().enumerate() {
         if j > 0 {
             k.push_str(", ");
@@ -336,73 +342,90 @@ pub struct SnapshotAt {
     pub ts: u32,
 }
 
-/// Encodes one row read by a SELECT (binary protocol, session time zone UTC, results in the
-/// columns' own character sets) as the `WriteRowsEvent` record the binlog path writes for an
-/// insert of the same row. `values` are in plan column order. With `position` on, the
-/// position names the snapshot's binlog position and carries `"snapshot": true`.
-pub fn encode_snapshot_row(
-    plan: &TablePlan,
-    values: &[mysql_common::value::Value],
-    opts: EncodeOptions,
-    at: &SnapshotAt,
-    row: u64,
-) -> Result<RowChange, Box<DecodeError>> {
-    let err = |column: &str, reason: String| {
-        Box::new(DecodeError {
-            schema: plan.schema.to_string(),
-            table: plan.table.to_string(),
-            column: column.to_string(),
-            file: at.file.to_string(),
-            pos: at.pos,
-            reason: format!("snapshot row: {reason}"),
-        })
-    };
-    if values.len() != plan.columns.len() {
-        return Err(err(
-            "*",
-            format!("{} values for {} columns", values.len(), plan.columns.len()),
-        ));
-    }
-    let mut body = Vec::with_capacity(plan.head.len() + 64 + 16 * values.len());
-    body.extend_from_slice(&plan.head);
-    body.extend_from_slice(b"\"values\": {");
-    let want_key = !plan.primary_key.is_empty();
-    let mut key_spans: Vec<Option<(usize, usize)>> = vec![None; values.len()];
-    for (i, (col, v)) in plan.columns.iter().zip(values).enumerate() {
-        if i > 0 {
-            body.extend_from_slice(b", ");
+/// Encodes rows read by a SELECT (binary protocol, session time zone UTC, results in the
+/// columns' own character sets) as the `WriteRowsEvent` records the binlog path writes for
+/// inserts of the same rows. Reused for every row of a read, so a row costs one allocation
+/// for its body (sized by the largest row so far) and one for its key, nothing else.
+#[derive(Debug, Default)]
+pub struct SnapshotEncoder {
+    /// Where each primary-key value sits in the body being written.
+    key_spans: Vec<Option<(usize, usize)>>,
+    /// The largest body so far: the next one starts with that capacity.
+    body_hint: usize,
+}
+
+impl SnapshotEncoder {
+    /// Encodes one row; `values` are in plan column order. With `position` on, the
+    /// position names the snapshot's binlog position and carries `"snapshot": true`.
+    pub fn encode(
+        &mut self,
+        plan: &TablePlan,
+        values: &[mysql_common::value::Value],
+        opts: EncodeOptions,
+        at: &SnapshotAt,
+        row: u64,
+    ) -> Result<RowChange, Box<DecodeError>> {
+        let err = |column: &str, reason: String| {
+            Box::new(DecodeError {
+                schema: plan.schema.to_string(),
+                table: plan.table.to_string(),
+                column: column.to_string(),
+                file: at.file.to_string(),
+                pos: at.pos,
+                reason: format!("snapshot row: {reason}"),
+            })
+        };
+        if values.len() != plan.columns.len() {
+            return Err(err(
+                "*",
+                format!("{} values for {} columns", values.len(), plan.columns.len()),
+            ));
         }
-        body.extend_from_slice(&col.key);
-        let start = body.len();
-        value::write_protocol_value(&mut body, col, v).map_err(|e| err(&col.name, e))?;
-        key_spans[i] = Some((start, body.len()));
+        let estimate = plan.head.len() + 64 + 16 * values.len();
+        let mut body = Vec::with_capacity(self.body_hint.max(estimate));
+        body.extend_from_slice(&plan.head);
+        body.extend_from_slice(b"\"values\": {");
+        let want_key = !plan.primary_key.is_empty();
+        let spans = &mut self.key_spans;
+        spans.clear();
+        spans.resize(values.len(), None);
+        for (i, (col, v)) in plan.columns.iter().zip(values).enumerate() {
+            if i > 0 {
+                body.extend_from_slice(b", ");
+            }
+            body.extend_from_slice(&col.key);
+            let start = body.len();
+            value::write_protocol_value(&mut body, col, v).map_err(|e| err(&col.name, e))?;
+            spans[i] = Some((start, body.len()));
+        }
+        body.push(b'}');
+        let kind = ChangeKind::Insert;
+        let position = RowPosition {
+            file: at.file.clone(),
+            pos: at.pos,
+            row,
+            tx_pos: at.pos,
+            gtid: None,
+            ts: at.ts,
+            rows_event: 0,
+            event_row: 0,
+            // A snapshot chunk is acknowledged as a whole, by the boundary that follows it.
+            resumable: false,
+            key_change: false,
+        };
+        finish_record(&mut body, kind, plan, opts, &position, true);
+        self.body_hint = self.body_hint.max(body.len());
+        let primary_key = want_key.then(|| key_text(plan, spans, &body));
+        Ok(RowChange {
+            schema: plan.schema.clone(),
+            table: plan.table.clone(),
+            kind,
+            body,
+            primary_key,
+            key_names: plan.key_names.clone(),
+            position,
+        })
     }
-    body.push(b'}');
-    let kind = ChangeKind::Insert;
-    let position = RowPosition {
-        file: at.file.clone(),
-        pos: at.pos,
-        row,
-        tx_pos: at.pos,
-        gtid: None,
-        ts: at.ts,
-        rows_event: 0,
-        event_row: 0,
-        // A snapshot chunk is acknowledged as a whole, by the boundary that follows it.
-        resumable: false,
-        key_change: false,
-    };
-    finish_record(&mut body, kind, plan, opts, &position, true);
-    let primary_key = want_key.then(|| key_text(plan, &key_spans, &body));
-    Ok(RowChange {
-        schema: plan.schema.clone(),
-        table: plan.table.clone(),
-        kind,
-        body,
-        primary_key,
-        key_names: plan.key_names.clone(),
-        position,
-    })
 }
 
 /// Decodes every row of a ROWS event. `first_row` is the transaction-relative index of its

@@ -6,7 +6,8 @@ use mysql_async::{prelude::Queryable, Conn, Row};
 
 use super::{plan::SnapshotPlan, BinlogPos, Method, SnapshotError};
 use crate::{
-    decode::{encode_snapshot_row, EncodeOptions, RowChange, SnapshotAt},
+    decode::{EncodeOptions, RowChange, SnapshotAt, SnapshotEncoder},
+    sink::Sink,
     source::preflight,
 };
 
@@ -26,6 +27,8 @@ pub struct Chunk {
     /// The byte bound cut the chunk short (the rows after the cut were read and dropped).
     pub cut: bool,
     pub bytes: usize,
+    /// The rows went straight to the sink while they were read (`rows` is empty); how many.
+    pub streamed: u64,
 }
 
 /// The session a snapshot reads in: times in UTC (the binlog's TIMESTAMP is seconds since the
@@ -78,16 +81,34 @@ pub struct Reading<'a> {
     pub is_mariadb: bool,
     /// Row number of the first row (within the table), for `position.row`.
     pub first_row: u64,
+    /// Where the reader stands (everything up to here handed on, nothing after it).
+    pub reader_at: Option<BinlogPos>,
 }
 
 /// Reads one chunk: with a consistent snapshot, inside a transaction that lasts one SELECT;
 /// with watermarks, between two reads of the binlog's end.
-pub async fn read(conn: &mut Conn, r: Reading<'_>) -> Result<Chunk, SnapshotError> {
+///
+/// A consistent-snapshot chunk whose read view is exactly where the reader stands (the
+/// usual case: the reader waits while a chunk is read) goes straight to `sink` row by row
+/// as the server sends it: no change can come between, so this is the order a buffered
+/// chunk would have gone out in, without holding the chunk in memory and without the server
+/// waiting while the chunk is handed on.
+pub async fn read<S: Sink>(
+    conn: &mut Conn,
+    r: Reading<'_>,
+    sink: &mut S,
+) -> Result<Chunk, SnapshotError> {
     let (sql, params) = r.plan.chunk_sql(r.after, r.limit)?;
     match r.method {
         Method::ConsistentSnapshot => {
             let at = open_consistent(conn).await?;
-            let res = select(conn, &r, &sql, params, &at).await;
+            // The reader is never past the binlog's end, which is where the read view is.
+            let direct = r
+                .reader_at
+                .as_ref()
+                .is_some_and(|p| super::binlog_cmp(p, &at).is_ge());
+            let out = if direct { Some(sink) } else { None };
+            let res = select(conn, &r, &sql, params, &at, out).await;
             // Commit at once, whatever the SELECT did: no transaction outlives its chunk.
             let commit = conn.query_drop("COMMIT").await;
             let mut chunk = res?;
@@ -97,7 +118,8 @@ pub async fn read(conn: &mut Conn, r: Reading<'_>) -> Result<Chunk, SnapshotErro
         }
         Method::Watermark => {
             let low = binlog_end(conn, &r).await?;
-            let mut chunk = select(conn, &r, &sql, params, &low).await?;
+            // Rows changed in the window are dropped when the chunk is handed on: buffered.
+            let mut chunk = select::<S>(conn, &r, &sql, params, &low, None).await?;
             chunk.at = binlog_end(conn, &r).await?;
             chunk.low = Some(low);
             Ok(chunk)
@@ -112,12 +134,13 @@ async fn binlog_end(conn: &mut Conn, r: &Reading<'_>) -> Result<BinlogPos, Snaps
         .map_err(|e| SnapshotError::Source(Box::new(e)))
 }
 
-async fn select(
+async fn select<S: Sink>(
     conn: &mut Conn,
     r: &Reading<'_>,
     sql: &str,
     params: Vec<mysql_async::Value>,
     at: &BinlogPos,
+    mut sink: Option<&mut S>,
 ) -> Result<Chunk, SnapshotError> {
     let q = |e| SnapshotError::query(&r.plan.name, e);
     let snap_at = SnapshotAt {
@@ -125,11 +148,17 @@ async fn select(
         pos: at.1,
         ts: crate::metrics::now_unix() as u32,
     };
-    let mut rows = Vec::with_capacity(r.limit.min(65_536));
+    let mut rows = Vec::with_capacity(if sink.is_some() {
+        0
+    } else {
+        r.limit.min(65_536)
+    });
+    let mut streamed = 0u64;
     let mut bytes = 0usize;
     let mut seen = 0usize;
     let mut cut = false;
     let mut last_values: Option<Vec<mysql_async::Value>> = None;
+    let mut encoder = SnapshotEncoder::default();
     // Binary protocol (a prepared statement), so values arrive typed as the binlog has them.
     let mut result = conn.exec_iter(sql, params).await.map_err(q)?;
     while let Some(row) = result.next().await.map_err(q)? {
@@ -140,19 +169,29 @@ async fn select(
             continue;
         }
         let values = Row::unwrap(row);
-        let change = encode_snapshot_row(
-            &r.plan.record,
-            &values,
-            r.encode,
-            &snap_at,
-            r.first_row + rows.len() as u64,
-        )
-        .map_err(SnapshotError::Decode)?;
+        let change = encoder
+            .encode(
+                &r.plan.record,
+                &values,
+                r.encode,
+                &snap_at,
+                r.first_row + streamed + rows.len() as u64,
+            )
+            .map_err(SnapshotError::Decode)?;
         bytes += change.body.len();
-        rows.push(change);
         last_values = Some(values);
-        if bytes >= r.max_bytes {
-            cut = true;
+        match sink.as_mut() {
+            // Nothing is held: the byte bound has nothing to bound.
+            Some(s) => {
+                s.write_row(change).await?;
+                streamed += 1;
+            }
+            None => {
+                rows.push(change);
+                if bytes >= r.max_bytes {
+                    cut = true;
+                }
+            }
         }
     }
     drop(result);
@@ -163,8 +202,9 @@ async fn select(
         })?),
         None => None,
     };
-    let dropped = seen > rows.len();
+    let dropped = seen > rows.len() + streamed as usize;
     Ok(Chunk {
+        streamed,
         last: !dropped && seen < r.limit,
         cut: dropped,
         rows,

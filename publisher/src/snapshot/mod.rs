@@ -245,6 +245,9 @@ pub struct Driver {
     /// view's position) already hold them, and a consumer without a key could not apply a
     /// change to a row it does not have yet without duplicating it.
     suppress: HashSet<(String, String)>,
+    /// Rows written straight to the sink (not through `items`) since the pipeline last
+    /// asked: it counts them as delivered rows.
+    streamed: u64,
 }
 
 fn is_system_schema(s: &str) -> bool {
@@ -397,6 +400,7 @@ impl Driver {
             reporter,
             table_reported: false,
             suppress,
+            streamed: 0,
         }))
     }
 
@@ -406,6 +410,12 @@ impl Driver {
 
     pub fn running(&self) -> bool {
         self.state.running()
+    }
+
+    /// Rows the last steps wrote to the sink themselves (a chunk streamed as it was read, a
+    /// one-pass table), for the pipeline's row count.
+    pub fn take_streamed(&mut self) -> u64 {
+        std::mem::take(&mut self.streamed)
     }
 
     /// Sees what the reader hands on before it goes to the sink: every boundary records the
@@ -496,7 +506,7 @@ impl Driver {
         let mut attempt = 0;
         let chunk = loop {
             attempt += 1;
-            match self.read_next(reader).await {
+            match self.read_next(reader, sink).await {
                 Ok(c) => break c,
                 Err(e)
                     if attempt < 5
@@ -550,7 +560,11 @@ impl Driver {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    async fn read_next(&mut self, reader: &Reader) -> Result<Next, SnapshotError> {
+    async fn read_next<S: Sink>(
+        &mut self,
+        reader: &Reader,
+        sink: &mut S,
+    ) -> Result<Next, SnapshotError> {
         let Some(table) = self.state.pending.first().cloned() else {
             return Ok(Next::Skipped);
         };
@@ -615,8 +629,9 @@ impl Driver {
             version: &version,
             is_mariadb,
             first_row: self.state.table_rows,
+            reader_at: reader.boundary_position(),
         };
-        let c = chunk::read(self.conn().await?, reading).await?;
+        let c = chunk::read(self.conn().await?, reading, sink).await?;
         if c.cut {
             // Rows past the byte bound were read and dropped: ask for fewer next time.
             self.limit = c.rows.len().max(1);
@@ -678,20 +693,16 @@ impl Driver {
         let mut flushed = None;
         let mut rows = 0u64;
         let mut batch = 0u64;
+        let mut encoder = crate::decode::SnapshotEncoder::default();
         let conn = self.conn.as_mut().expect("read view open");
         let q = |e| SnapshotError::query(&plan.name, e);
         let result: Result<(), SnapshotError> = async {
             let mut res = conn.exec_iter(plan.full_sql(), ()).await.map_err(q)?;
             while let Some(row) = res.next().await.map_err(q)? {
                 let values = mysql_async::Row::unwrap(row);
-                let change = crate::decode::encode_snapshot_row(
-                    &plan.record,
-                    &values,
-                    encode,
-                    &snap_at,
-                    rows,
-                )
-                .map_err(SnapshotError::Decode)?;
+                let change = encoder
+                    .encode(&plan.record, &values, encode, &snap_at, rows)
+                    .map_err(SnapshotError::Decode)?;
                 sink.write_row(change).await?;
                 rows += 1;
                 batch += 1;
@@ -707,6 +718,7 @@ impl Driver {
         }
         .await;
         let _ = conn.query_drop("COMMIT").await;
+        self.streamed += rows;
         result?;
         self.reporter.rows(&table, batch, rows);
         self.state.table_rows = rows;
@@ -752,7 +764,8 @@ impl Driver {
                 self.window_from = Some(low);
             }
         }
-        let n = rows.len() as u64;
+        self.streamed += c.streamed;
+        let n = rows.len() as u64 + c.streamed;
         items.extend(rows.into_iter().map(Item::Row));
         self.state.table_rows += n;
         self.reporter.rows(&table, n, self.state.table_rows);

@@ -583,10 +583,20 @@ impl Reader {
                     return Err(SourceError::BinlogGone { file, oldest });
                 }
                 Some(b) if pos > b.size && b.size > 0 => {
-                    return Err(SourceError::BadStart {
-                        start: format!("{file}:{pos}"),
-                        reason: format!("the file is only {} bytes long", b.size),
-                    });
+                    // The list is from the preflight, before the start position was read: on
+                    // a busy source the file has grown since (a `latest`/`snapshot` start is
+                    // the end read just now). Only a fresh list can say the file is too short.
+                    let size = preflight::binlog_files(&mut meta, &user, server.is_mariadb)
+                        .await?
+                        .into_iter()
+                        .find(|f| f.name == file)
+                        .map_or(b.size, |f| f.size);
+                    if pos > size && size > 0 {
+                        return Err(SourceError::BadStart {
+                            start: format!("{file}:{pos}"),
+                            reason: format!("the file is only {size} bytes long"),
+                        });
+                    }
                 }
                 _ => {}
             }

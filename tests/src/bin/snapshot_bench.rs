@@ -5,7 +5,15 @@
 //!
 //! Build the publisher in release first (`cargo build --release -p publisher`), then
 //! `cargo run --release -p binlogstream-tests --bin snapshot_bench`.
-//! Sizes: NARROW_ROWS (default 1000000), WIDE_ROWS (default 1000000).
+//! BENCH_CHECKPOINT_MS and BENCH_PUBLISHER_ARGS change how the publisher runs (see below).
+//! Sizes: NARROW_ROWS (default 1000000), WIDE_ROWS (default 1000000); BENCH_TABLES=wide (or
+//! narrow) runs one table only. The publisher inherits the environment (MALLOC_ARENA_MAX,
+//! MALLOC_TRIM_THRESHOLD_ and the like reach it).
+//!
+//! `snapshot_bench --profile` instead runs the null-sink snapshot of each table under
+//! `valgrind --tool=callgrind` and prints instructions per row and where they go (self
+//! cost): repeatable on a busy machine, where rows/s are not. `BENCH_PROFILE_DIR=DIR` keeps
+//! the callgrind files (for `callgrind_annotate --tree=caller`). Sizes default to 200000.
 
 use std::{
     path::PathBuf,
@@ -23,6 +31,32 @@ fn env_rows(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// BENCH_CHECKPOINT_MS (default 20, so the end is seen soon): the publisher's checkpoint
+/// interval. Each checkpoint is a file write with two fsyncs the pipeline waits for.
+fn checkpoint_ms() -> String {
+    std::env::var("BENCH_CHECKPOINT_MS").unwrap_or_else(|_| "20".into())
+}
+
+/// BENCH_PUBLISHER_ARGS: more publisher arguments (whitespace-separated), e.g.
+/// `--snapshot-chunk-rows 50000`.
+fn extra_args() -> Vec<String> {
+    std::env::var("BENCH_PUBLISHER_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// BENCH_WRAP: a command the null-sink publisher runs under (whitespace-separated), e.g.
+/// `strace -f -c -o /tmp/strace.txt`; stopped by SIGTERM so the tool reports.
+fn wrap() -> Vec<String> {
+    std::env::var("BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn publisher_bin() -> PathBuf {
@@ -57,15 +91,41 @@ fn ceiling(db: &MariaDb, table: &str) -> Duration {
     t.elapsed()
 }
 
-/// Runs the publisher until its checkpoint records the snapshot done; returns the time and
-/// the peak RSS in KiB.
-fn snapshot(db: &MariaDb, table: &str, sink: &[&str]) -> (Duration, u64) {
+/// User + system CPU seconds of `pid` so far (/proc/PID/stat, clock ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Run {
+    took: Duration,
+    peak_kib: u64,
+    cpu: f64,
+}
+
+/// Runs the publisher until its checkpoint records the snapshot done; returns the time, the
+/// peak RSS and the CPU time. With `wrap` (valgrind), the publisher is stopped by SIGTERM so
+/// the tool writes its output, and waited for.
+fn snapshot(db: &MariaDb, table: &str, sink: &[&str], wrap: &[String]) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = dir.path().join("pw");
     std::fs::write(&pw, &db.repl_password).expect("pw");
     let cp = dir.path().join("cp.json");
     let t = Instant::now();
-    let mut child = Command::new(publisher_bin())
+    let mut cmd = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(publisher_bin());
+            c
+        }
+        None => Command::new(publisher_bin()),
+    };
+    let mut child = cmd
         .args(["run", "--source", &db.repl_url(), "--password-file"])
         .arg(&pw)
         .args([
@@ -77,7 +137,8 @@ fn snapshot(db: &MariaDb, table: &str, sink: &[&str]) -> (Duration, u64) {
         .args(sink)
         .arg("--checkpoint-file")
         .arg(&cp)
-        .args(["--checkpoint-interval-ms", "20"])
+        .args(["--checkpoint-interval-ms", &checkpoint_ms()])
+        .args(extra_args())
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("AWS_REGION", "us-east-1")
@@ -105,27 +166,104 @@ fn snapshot(db: &MariaDb, table: &str, sink: &[&str]) -> (Duration, u64) {
     }
     let took = t.elapsed();
     peak = peak.max(peak_rss_kib(pid));
-    let _ = child.kill();
+    let cpu = cpu_secs(pid);
+    if wrap.is_empty() {
+        let _ = child.kill();
+    } else {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
     let _ = child.wait();
-    (took, peak)
+    Run {
+        took,
+        peak_kib: peak,
+        cpu,
+    }
+}
+
+/// `--profile`: the null-sink snapshot of `table` under callgrind.
+fn profile(db: &MariaDb, table: &str, rows: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keep = std::env::var_os("BENCH_PROFILE_DIR").map(PathBuf::from);
+    let out_file = keep
+        .as_deref()
+        .unwrap_or(dir.path())
+        .join(format!("snapshot-{table}.callgrind"));
+    let wrap = vec![
+        "valgrind".to_string(),
+        "--tool=callgrind".to_string(),
+        format!("--callgrind-out-file={}", out_file.display()),
+    ];
+    let run = snapshot(db, table, &["--sink", "null"], &wrap);
+    let annotate = Command::new("callgrind_annotate")
+        .args(["--threshold=90", "--auto=no"])
+        .arg(&out_file)
+        .output()
+        .expect("callgrind_annotate (apt install valgrind)");
+    let text = String::from_utf8_lossy(&annotate.stdout).into_owned();
+    let total: f64 = text
+        .lines()
+        .find(|l| l.contains("PROGRAM TOTALS"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::NAN);
+    println!("\n{table}: where the null-sink snapshot's instructions go (self cost)");
+    for line in text
+        .lines()
+        .skip_while(|l| !l.contains("file:function"))
+        .skip(2)
+        .take(16)
+    {
+        println!("  {line}");
+    }
+    println!(
+        "{table}: {:.0} instructions/row, snapshot -> null sink ({rows} rows, whole process \
+         run included; {:.1} s under callgrind)",
+        total / rows as f64,
+        run.took.as_secs_f64()
+    );
+}
+
+/// The tables to run (BENCH_TABLES, default both) with their sizes.
+fn tables(narrow: usize, wide: usize) -> Vec<(&'static str, usize)> {
+    let only = std::env::var("BENCH_TABLES").unwrap_or_default();
+    [("narrow", narrow), ("wide", wide)]
+        .into_iter()
+        .filter(|(t, _)| only.is_empty() || only.split(',').any(|o| o == *t))
+        .collect()
 }
 
 #[tokio::main]
 async fn main() {
-    let narrow = env_rows("NARROW_ROWS", 1_000_000);
-    let wide = env_rows("WIDE_ROWS", 1_000_000);
+    let profiling = std::env::args().any(|a| a == "--profile");
+    let default_rows = if profiling { 200_000 } else { 1_000_000 };
+    let run = tables(
+        env_rows("NARROW_ROWS", default_rows),
+        env_rows("WIDE_ROWS", default_rows),
+    );
+    // A table not run is created empty (its INSERT selects no rows).
+    let rows_of = |t: &str| run.iter().find(|r| r.0 == t).map_or(0, |r| r.1);
+    let (narrow, wide) = (rows_of("narrow"), rows_of("wide"));
     let db = MariaDb::start_with(Metadata::NoLog, &["--innodb-buffer-pool-size=512M"]).await;
     db.exec(&format!(
         "CREATE DATABASE bench;
          CREATE TABLE bench.narrow (id INT PRIMARY KEY, v INT);
-         INSERT INTO bench.narrow SELECT seq, seq * 7 FROM bench.seq_1_to_{narrow};
+         INSERT INTO bench.narrow SELECT seq, seq * 7 FROM bench.seq_0_to_{narrow} WHERE seq > 0;
          CREATE TABLE bench.wide (id INT PRIMARY KEY, b BIGINT, d DECIMAL(12,3), dt DATETIME(3),
              vc VARCHAR(64), tx VARCHAR(100), db DOUBLE, e ENUM('x','y','z'), dy DATE, ui INT UNSIGNED);
          INSERT INTO bench.wide SELECT seq, seq * 1000003, seq / 7, '2024-02-29 12:34:56.789' + INTERVAL seq SECOND,
              REPEAT('v', 20 + seq MOD 20), REPEAT('t', 40), seq * 1.5, ELT(1 + seq MOD 3, 'x', 'y', 'z'),
-             '2020-01-01' + INTERVAL (seq MOD 3000) DAY, seq * 3 FROM bench.seq_1_to_{wide};"
+             '2020-01-01' + INTERVAL (seq MOD 3000) DAY, seq * 3 FROM bench.seq_0_to_{wide} WHERE seq > 0;"
     ))
     .await;
+    if profiling {
+        for &(table, rows) in &run {
+            profile(&db, table, rows);
+        }
+        return;
+    }
     let kinesalite = Kinesalite::start().await;
     println!(
         "\nsnapshot bench: MariaDB on loopback, {} cores; publisher {}",
@@ -135,25 +273,26 @@ async fn main() {
         publisher_bin().display()
     );
     println!(
-        "{:<8} {:>9} {:>16} {:>16} {:>8} {:>12} {:>22} {:>12}",
+        "{:<8} {:>9} {:>16} {:>16} {:>8} {:>12} {:>14} {:>22} {:>12}",
         "table",
         "rows",
         "ceiling rows/s",
         "null rows/s",
         "% ceil",
         "null RSS MiB",
+        "null CPU s/M",
         "kinesalite agg rows/s",
         "kin RSS MiB"
     );
-    for (table, rows) in [("narrow", narrow), ("wide", wide)] {
+    for &(table, rows) in &run {
         // Warm the buffer pool so every reader sees the same server.
         let _ = ceiling(&db, table);
         let c = ceiling(&db, table);
-        let (null, null_rss) = snapshot(&db, table, &["--sink", "null"]);
+        let null = snapshot(&db, table, &["--sink", "null"], &wrap());
         let stream = format!("snap-{table}");
         kinesalite.create_stream(&stream, 4).await;
         let endpoint = kinesalite.endpoint();
-        let (kin, kin_rss) = snapshot(
+        let kin = snapshot(
             &db,
             table,
             &[
@@ -167,18 +306,20 @@ async fn main() {
                 "us-east-1",
                 "--aggregate",
             ],
+            &[],
         );
         let rate = |d: Duration| rows as f64 / d.as_secs_f64();
         println!(
-            "{:<8} {:>9} {:>16.0} {:>16.0} {:>7.0}% {:>12.1} {:>22.0} {:>12.1}",
+            "{:<8} {:>9} {:>16.0} {:>16.0} {:>7.0}% {:>12.1} {:>14.2} {:>22.0} {:>12.1}",
             table,
             rows,
             rate(c),
-            rate(null),
-            100.0 * rate(null) / rate(c),
-            null_rss as f64 / 1024.0,
-            rate(kin),
-            kin_rss as f64 / 1024.0
+            rate(null.took),
+            100.0 * rate(null.took) / rate(c),
+            null.peak_kib as f64 / 1024.0,
+            null.cpu * 1e6 / rows as f64,
+            rate(kin.took),
+            kin.peak_kib as f64 / 1024.0
         );
     }
 }
