@@ -1,6 +1,7 @@
 //! Test harnesses that run real servers on loopback: a private MariaDB per test, and the
 //! original publisher's decoder (python-mysql-replication) for byte comparisons.
 
+pub mod callgrind;
 pub mod capture;
 pub mod fault_proxy;
 pub mod kinesis;

@@ -560,19 +560,7 @@ fn profile(port: u16, table: &str, rows: u64) {
             "callgrind {mode} {table}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let annotate = Command::new("callgrind_annotate")
-            .args(["--threshold=90", "--auto=no"])
-            .arg(&out_file)
-            .output()
-            .expect("callgrind_annotate");
-        let text = String::from_utf8_lossy(&annotate.stdout).into_owned();
-        let total: f64 = text
-            .lines()
-            .find(|l| l.contains("PROGRAM TOTALS"))
-            .and_then(|l| l.split_whitespace().next())
-            .map(|n| n.replace(',', ""))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(f64::NAN);
+        let (text, total) = binlogstream_tests::callgrind::annotate(&out_file);
         per_row.push(total / rows as f64);
         if mode == "publisher" {
             println!("\n{table}: where the null-sink publisher's instructions go (self cost)");

@@ -196,19 +196,7 @@ fn profile(db: &MariaDb, table: &str, rows: usize) {
         format!("--callgrind-out-file={}", out_file.display()),
     ];
     let run = snapshot(db, table, &["--sink", "null"], &wrap);
-    let annotate = Command::new("callgrind_annotate")
-        .args(["--threshold=90", "--auto=no"])
-        .arg(&out_file)
-        .output()
-        .expect("callgrind_annotate (apt install valgrind)");
-    let text = String::from_utf8_lossy(&annotate.stdout).into_owned();
-    let total: f64 = text
-        .lines()
-        .find(|l| l.contains("PROGRAM TOTALS"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(|n| n.replace(',', ""))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(f64::NAN);
+    let (text, total) = binlogstream_tests::callgrind::annotate(&out_file);
     println!("\n{table}: where the null-sink snapshot's instructions go (self cost)");
     for line in text
         .lines()
