@@ -29,6 +29,8 @@ pub struct PubConfig {
 
 pub struct PublisherProc {
     child: Option<Child>,
+    /// Set once the exit was collected: from then on the PID may belong to another process.
+    reaped: bool,
     pub log: PathBuf,
     pub metrics_addr: String,
     pub started: Instant,
@@ -78,14 +80,16 @@ impl PublisherProc {
         let child = c.spawn()?;
         Ok(PublisherProc {
             child: Some(child),
+            reaped: false,
             log,
             metrics_addr,
             started: Instant::now(),
         })
     }
 
+    /// The PID while it is still this process's (not yet reaped: a zombie keeps its PID).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().filter(|_| !self.reaped).map(Child::id)
     }
 
     /// Sends `sig` ("KILL", "TERM") to this process only, by PID.
@@ -98,9 +102,12 @@ impl PublisherProc {
     }
 
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child
+        let status = self
+            .child
             .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|c| c.try_wait().ok().flatten());
+        self.reaped |= status.is_some();
+        status
     }
 
     /// Waits up to `limit` for the process to exit.
