@@ -49,6 +49,8 @@ struct Reported {
     binlogs: Option<SourceBinlogs>,
     /// Writes are failing (transiently); logged once per change.
     failing: bool,
+    /// Since when status writes are answered 403 (see FORBIDDEN_GRACE).
+    forbidden_since: Option<std::time::Instant>,
     /// A definite refusal: the HTTP status and message, returned by the next save.
     refused: Option<(Option<u16>, String)>,
     /// When the status was last written, and the report it carried (see
@@ -62,6 +64,11 @@ struct Reported {
 
 /// Longest one call to the API server may take before it is abandoned (and retried).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A 403 is retried this long before it counts as a definite refusal: a kube-apiserver that
+/// has just started can answer 403 until its RBAC caches are filled (the likely cause of a
+/// publisher restart seen once in the cluster test that restarts it), and that must not stop a
+/// streaming publisher. A 403 that lasts is a real permission problem and stops it.
+const FORBIDDEN_GRACE: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -165,6 +172,20 @@ fn rfc3339(ts: i64) -> Option<String> {
 
 fn err(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Other(format!("BinlogStream status: {e}"))
+}
+
+/// True while a 403 is still within FORBIDDEN_GRACE of the first one in a row.
+fn forbidden_for_now(since: &mut Option<std::time::Instant>, e: &CheckpointError) -> bool {
+    if !matches!(
+        e,
+        CheckpointError::Kube {
+            code: Some(403),
+            ..
+        }
+    ) {
+        return false;
+    }
+    since.get_or_insert_with(std::time::Instant::now).elapsed() < FORBIDDEN_GRACE
 }
 
 /// An API error with its HTTP status (when the server answered) and what to do about it.
@@ -284,6 +305,17 @@ impl StatusWriter {
         };
         let result = self.write_locked().await;
         let mut s = self.state.lock().map_err(err)?;
+        // Within the grace period a 403 is retried like a 5xx (no HTTP code: transient).
+        let result = match result {
+            Err(e) if forbidden_for_now(&mut s.forbidden_since, &e) => Err(CheckpointError::Kube {
+                code: None,
+                message: format!(
+                    "{e} (retried for up to {} s: a starting API server answers 403 until its RBAC caches are filled)",
+                    FORBIDDEN_GRACE.as_secs()
+                ),
+            }),
+            r => r,
+        };
         match &result {
             Ok(()) => {
                 s.written_at = Some(std::time::Instant::now());
@@ -295,6 +327,7 @@ impl StatusWriter {
                     self.metrics.checkpoint_saved(&cp.file, cp.pos);
                     s.stored = Some(cp);
                 }
+                s.forbidden_since = None;
                 if std::mem::take(&mut s.failing) {
                     tracing::info!(name = %self.name, "BinlogStream status writes work again");
                     self.metrics.set_store_problem(None);
@@ -1124,7 +1157,7 @@ mod tests {
         let (mut store, mut handle, _metrics) = loaded_store(CALL_TIMEOUT).await;
         let server = tokio::spawn(async move {
             let (_req, send) = handle.next_request().await.expect("write");
-            send.send_response(api_status(403, "Forbidden"));
+            send.send_response(api_status(404, "NotFound"));
             handle
         });
         store.save(&checkpoint(400)).await.expect("queued");
@@ -1140,9 +1173,53 @@ mod tests {
         let e = refused.expect("the refusal reaches the pipeline");
         assert!(!e.is_transient());
         let msg = e.to_string();
-        assert!(
-            msg.contains("403") && msg.contains("binlogstreams/status"),
-            "{msg}"
-        );
+        assert!(msg.contains("404") && msg.contains("deleted"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_403_from_a_starting_api_server_is_retried_not_taken_as_final() {
+        let (mut store, mut handle, metrics) = loaded_store(CALL_TIMEOUT).await;
+        let server = tokio::spawn(async move {
+            let (_req, send) = handle.next_request().await.expect("first write");
+            send.send_response(api_status(403, "Forbidden"));
+            let (req, send) = handle.next_request().await.expect("retry");
+            let pos = patched_position(req).await;
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            pos
+        });
+        store.save(&checkpoint(100)).await.expect("queued");
+        eventually("the 403 is counted as a failure", || {
+            metrics.checkpoint_store_failures.get() == 1
+        })
+        .await;
+        store
+            .save(&checkpoint(200))
+            .await
+            .expect("a 403 within the grace period does not stop the pipeline");
+        assert_eq!(server.await.expect("fake API server"), 200);
+        eventually("the checkpoint caught up", || {
+            metrics.checkpoint_position.get() == 200
+        })
+        .await;
+        assert_eq!(metrics.checkpoint_store_failing.get(), 0);
+    }
+
+    #[test]
+    fn a_403_that_lasts_past_the_grace_period_is_final() {
+        let e = CheckpointError::Kube {
+            code: Some(403),
+            message: "forbidden".into(),
+        };
+        let mut since = None;
+        assert!(forbidden_for_now(&mut since, &e));
+        since = std::time::Instant::now().checked_sub(FORBIDDEN_GRACE + Duration::from_secs(1));
+        assert!(!forbidden_for_now(&mut since, &e));
+        let other = CheckpointError::Kube {
+            code: Some(409),
+            message: "conflict".into(),
+        };
+        assert!(!forbidden_for_now(&mut None, &other));
     }
 }
