@@ -1032,6 +1032,27 @@ mod tests {
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
     /// A store over a fake API server that has answered the load with an empty status.
+    /// A fake API server that answers the first status write (checkpoint 100) with `code`,
+    /// then accepts the retry; returns the position the retry carried.
+    fn fail_once_then_accept(
+        mut handle: Handle,
+        code: u16,
+        reason: &'static str,
+    ) -> tokio::task::JoinHandle<u64> {
+        tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("first write");
+            assert_eq!(patched_position(req).await, 100);
+            send.send_response(api_status(code, reason));
+            // The retry carries the newest checkpoint, not the one that failed.
+            let (req, send) = handle.next_request().await.expect("retry");
+            let pos = patched_position(req).await;
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&object(json!({}))).expect("json"),
+            )));
+            pos
+        })
+    }
+
     async fn loaded_store(timeout: Duration) -> (KubeCheckpoint, Handle, Arc<Metrics>) {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let metrics = Arc::new(Metrics::new());
@@ -1077,19 +1098,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_status_write_is_retried_while_saves_go_on() {
-        let (mut store, mut handle, metrics) = loaded_store(CALL_TIMEOUT).await;
-        let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("first write");
-            assert_eq!(patched_position(req).await, 100);
-            send.send_response(api_status(500, "InternalError"));
-            // The retry carries the newest checkpoint, not the one that failed.
-            let (req, send) = handle.next_request().await.expect("retry");
-            let pos = patched_position(req).await;
-            send.send_response(Response::new(Body::from(
-                serde_json::to_vec(&object(json!({}))).expect("json"),
-            )));
-            pos
-        });
+        let (mut store, handle, metrics) = loaded_store(CALL_TIMEOUT).await;
+        let server = fail_once_then_accept(handle, 500, "InternalError");
         store.save(&checkpoint(100)).await.expect("queued");
         eventually("the failure is counted", || {
             metrics.checkpoint_store_failures.get() == 1
@@ -1178,17 +1188,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_403_from_a_starting_api_server_is_retried_not_taken_as_final() {
-        let (mut store, mut handle, metrics) = loaded_store(CALL_TIMEOUT).await;
-        let server = tokio::spawn(async move {
-            let (_req, send) = handle.next_request().await.expect("first write");
-            send.send_response(api_status(403, "Forbidden"));
-            let (req, send) = handle.next_request().await.expect("retry");
-            let pos = patched_position(req).await;
-            send.send_response(Response::new(Body::from(
-                serde_json::to_vec(&object(json!({}))).expect("json"),
-            )));
-            pos
-        });
+        let (mut store, handle, metrics) = loaded_store(CALL_TIMEOUT).await;
+        let server = fail_once_then_accept(handle, 403, "Forbidden");
         store.save(&checkpoint(100)).await.expect("queued");
         eventually("the 403 is counted as a failure", || {
             metrics.checkpoint_store_failures.get() == 1
