@@ -60,8 +60,10 @@ log "leader $leader (pid $pid), standby $other; BinlogStream $BLS at generation 
 # dies (or just before), so the change is reconciled by the replica that takes over.
 kc -n $TNS patch bls $BLS --type merge -p "{\"spec\":{\"publisher\":{\"resources\":{\"requests\":{\"cpu\":\"$cpu\"}}}}}" >/dev/null &
 patcher=$!
+# SIGKILL first, then the forced delete. The delete alone can already have the kubelet kill the
+# task, so a kill that finds no such process means the leader is dead, which is what we want.
+kill -KILL "$pid" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null || die "cannot kill the leader (pid $pid)"
 kc -n "$RNS" delete pod "$leader" --grace-period=0 --force --wait=false >/dev/null 2>&1
-kill -KILL "$pid"
 t0=$SECONDS
 wait "$patcher" || die "the spec edit failed"
 gen1=$(kc -n $TNS get bls $BLS -o 'jsonpath={.metadata.generation}')
