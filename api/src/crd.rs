@@ -327,6 +327,28 @@ pub struct BinlogStreamStatus {
     /// Operator: what became of `spec.checkpointRequest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_request: Option<CheckpointRequestStatus>,
+    /// Operator: the checkpoint this stream took over from a deleted stream of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_checkpoint: Option<RestoredCheckpoint>,
+}
+
+/// A checkpoint kept when a BinlogStream was deleted and handed to the one created next
+/// under the same name (README, "How the checkpoint survives").
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredCheckpoint {
+    /// `file:position` (and the GTID set when known) the stream resumed from.
+    pub position: String,
+    /// The ConfigMap that held it (removed once the checkpoint is in this status).
+    pub config_map: String,
+    /// UID of the deleted BinlogStream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_uid: Option<String>,
+    /// RFC 3339: when the deleted stream's checkpoint was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_at: Option<String>,
+    /// RFC 3339: when it was restored here.
+    pub time: String,
 }
 
 /// The snapshot as the publisher reports it (written with its checkpoints, no extra writes).

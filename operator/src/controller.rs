@@ -17,7 +17,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    api::{Api, Patch, PatchParams},
+    api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions},
     runtime::{
         controller::{self, Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
@@ -27,19 +27,20 @@ use kube::{
     Client, Resource, ResourceExt,
 };
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     cache::{cached, Caches},
     crd::{
-        BinlogStream, BinlogStreamStatus, CheckpointRequestStatus, OPERATOR_MANAGER,
-        OPERATOR_STATUS_MANAGER,
+        BinlogStream, BinlogStreamStatus, CheckpointRequestStatus, RestoredCheckpoint,
+        OPERATOR_MANAGER, OPERATOR_STATUS_MANAGER,
     },
     metrics::OperatorMetrics,
     reconcile::{
         build::{self, BuildConfig},
-        conditions::{self, Inputs, PodState},
+        conditions::{self, Blocked, Inputs, PodState},
         requests::{self, Decision},
+        retain::{self, Retained},
         tenancy::{TenancyPolicy, SECRET_OPT_IN_LABEL},
         validate::{validate, Invalid},
     },
@@ -101,6 +102,8 @@ struct Memory {
     /// The snapshot request whose completion Event was recorded (the cache may still show
     /// the status from before that reconcile's write).
     snapshot_completion_noted: Option<String>,
+    /// UID of the object already looked up for a retained checkpoint.
+    retained_checked: Option<String>,
 }
 
 pub struct Context {
@@ -603,6 +606,9 @@ async fn write_operator_status(
     if let Some(r) = &status.checkpoint_request {
         st["checkpointRequest"] = json!(r);
     }
+    if let Some(r) = &status.restored_checkpoint {
+        st["restoredCheckpoint"] = json!(r);
+    }
     let patch = json!({
         "apiVersion": "cdc.binlogstream.io/v1alpha1",
         "kind": "BinlogStream",
@@ -840,6 +846,223 @@ async fn checkpoint_request_step(
     Ok(false)
 }
 
+/// Replaces the finalizer list: a merge patch replaces a list whole, so the resourceVersion
+/// guards against a finalizer someone else added meanwhile (409, retried).
+async fn patch_finalizers(
+    ctx: &Context,
+    bls: &BinlogStream,
+    list: Vec<String>,
+) -> Result<(), Error> {
+    let api: Api<BinlogStream> =
+        Api::namespaced(ctx.client.clone(), &bls.namespace().unwrap_or_default());
+    let patch =
+        json!({"metadata": {"resourceVersion": bls.resource_version(), "finalizers": list}});
+    let params = PatchParams {
+        field_manager: Some(OPERATOR_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(&bls.name_any(), &params, &Patch::Merge(patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// A stream that never stored a checkpoint takes over the one kept when a stream of the same
+/// name was deleted, before its publisher first starts. An unreadable one blocks the stream:
+/// starting from `spec.start` would silently skip the changes in between.
+async fn restore_step(
+    ctx: &Context,
+    bls: &BinlogStream,
+    status: &mut BinlogStreamStatus,
+    notes: &mut Vec<Note>,
+) -> Result<Result<(), Blocked>, Error> {
+    let k = key(bls);
+    let uid = bls.uid();
+    if !retain::may_restore(bls)
+        || ctx.remembered(&k, |m| {
+            m.retained_checked.is_some() && m.retained_checked == uid
+        })
+    {
+        return Ok(Ok(()));
+    }
+    let ns = bls.namespace().unwrap_or_default();
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let cm_name = retain::config_map_name(bls);
+    let checked = |ctx: &Context| ctx.remembered(&k, |m| m.retained_checked = uid.clone());
+    let Some(cm) = cms.get_opt(&cm_name).await.map_err(Error::Kube)? else {
+        checked(ctx);
+        return Ok(Ok(()));
+    };
+    let (checkpoint, from_uid, retained_at) = match retain::read(&cm, bls) {
+        Retained::Own => {
+            checked(ctx);
+            return Ok(Ok(()));
+        }
+        Retained::Unreadable(message) => {
+            return Ok(Err(Blocked {
+                reason: "RetainedCheckpointUnreadable".into(),
+                message,
+            }))
+        }
+        Retained::Restore {
+            checkpoint,
+            from_uid,
+            retained_at,
+        } => (*checkpoint, from_uid, retained_at),
+    };
+    let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PatchParams {
+        field_manager: Some(OPERATOR_CHECKPOINT_MANAGER.into()),
+        ..Default::default()
+    };
+    // Bound to this object's UID: never into a stream created after this one was read.
+    let patch = json!({"metadata": {"uid": uid}, "status": {"checkpoint": checkpoint}});
+    api.patch_status(&bls.name_any(), &params, &Patch::Merge(patch))
+        .await
+        .map_err(Error::Kube)?;
+    let position = match &checkpoint.gtid_set {
+        Some(g) if !g.is_empty() => format!("{} (GTID set {g})", requests::display(&checkpoint)),
+        _ => requests::display(&checkpoint),
+    };
+    status.checkpoint = Some(checkpoint);
+    status.restored_checkpoint = Some(RestoredCheckpoint {
+        position: position.clone(),
+        config_map: cm_name.clone(),
+        from_uid: from_uid.clone(),
+        retained_at: retained_at.clone(),
+        time: Timestamp::now().to_string(),
+    });
+    // Recorded before the ConfigMap goes, so the hand-over stays visible.
+    write_operator_status(ctx, bls, status).await?;
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: cm.uid(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match cms.delete(&cm_name, &dp).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        // Left behind it does no harm: this stream now stores its own checkpoint, and the
+        // next deletion overwrites it.
+        Err(e) => {
+            warn!(name = %k, config_map = %cm_name, error = %e, "cannot remove the retained checkpoint it took over")
+        }
+    }
+    checked(ctx);
+    info!(name = %k, %position, config_map = %cm_name, from_uid = from_uid.as_deref().unwrap_or(""), "took over the checkpoint of the deleted stream of this name");
+    notes.push((
+        false,
+        "CheckpointRestored".into(),
+        format!(
+            "resuming at {position}: the checkpoint kept in ConfigMap {cm_name} when the previous BinlogStream of this name{} was deleted{}",
+            from_uid.map(|u| format!(" (uid {u})")).unwrap_or_default(),
+            retained_at.map(|t| format!(" at {t}")).unwrap_or_default(),
+        ),
+        "RestoreCheckpoint".into(),
+    ));
+    Ok(Ok(()))
+}
+
+/// A deleted stream with our finalizer: stop the publisher, wait for its pod to go (its final
+/// checkpoint lands in this still-existing object), keep that checkpoint in a ConfigMap, then
+/// let the deletion finish. One step per reconcile.
+async fn retire(ctx: &Context, bls: &BinlogStream) -> Result<Action, Error> {
+    let ns = bls.namespace().unwrap_or_default();
+    let k = key(bls);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(d) = deployments
+        .get_opt(&build::child_name(bls))
+        .await
+        .map_err(Error::Kube)?
+    {
+        let running = d.spec.as_ref().and_then(|s| s.replicas) != Some(0);
+        if running && d.metadata.deletion_timestamp.is_none() {
+            // build::deployment gives a deleted stream 0 replicas.
+            apply(&ctx.client, &ns, &build::deployment(bls, &ctx.build)).await?;
+            info!(name = %k, "stream deleted: stopping the publisher to keep its final checkpoint");
+        }
+    }
+    let selector = build::selector_labels(bls)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let running = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?;
+    let waited = bls
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).as_secs())
+        .unwrap_or_default();
+    if !running.items.is_empty() {
+        if waited < retain::STOP_TIMEOUT_SECS {
+            debug!(name = %k, pods = running.items.len(), "deletion waits for the publisher to stop");
+            return Ok(Action::requeue(REQUEST_POLL));
+        }
+        warn!(name = %k, pods = running.items.len(), waited_seconds = waited, "the publisher pod did not go; keeping the newest checkpoint it stored");
+    }
+    let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(live) = api.get_opt(&bls.name_any()).await.map_err(Error::Kube)? else {
+        return Ok(Action::await_change());
+    };
+    if live.uid() != bls.uid() {
+        return Ok(Action::await_change());
+    }
+    let cm_name = retain::config_map_name(&live);
+    let note = match live.status.as_ref().and_then(|s| s.checkpoint.as_ref()) {
+        Some(cp) => {
+            let now = Timestamp::now().to_string();
+            let at = requests::display(cp);
+            match apply(
+                &ctx.client,
+                &ns,
+                &retain::retained_config_map(&live, cp, &now),
+            )
+            .await
+            {
+                Ok(_) => {
+                    info!(name = %k, checkpoint = %at, config_map = %cm_name, "stream deleted: checkpoint kept for a stream recreated under this name");
+                    format!(
+                        "deleted at {at}; the checkpoint is kept in ConfigMap {cm_name}, and a BinlogStream created again under this name resumes there (delete the ConfigMap to start from spec.start instead)"
+                    )
+                }
+                // The namespace goes with everything in it: nothing can be kept there, and
+                // holding the deletion would hold the namespace's.
+                Err(Error::Kube(kube::Error::Api(e)))
+                    if e.code == 403 && e.message.contains("being terminated") =>
+                {
+                    let cp_json = serde_json::to_string(cp).unwrap_or_default();
+                    warn!(name = %k, checkpoint = %at, "stream deleted with its namespace: its checkpoint cannot be kept there");
+                    format!("deleted with its namespace at {at}; nothing can be kept in a namespace being deleted, so the checkpoint is only in this Event: {cp_json}")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => {
+            info!(name = %k, "stream deleted before it stored a checkpoint: nothing to keep");
+            "deleted before it stored a checkpoint: nothing kept".to_string()
+        }
+    };
+    if let Some(list) = retain::finalizers_with(&live, false) {
+        patch_finalizers(ctx, &live, list).await?;
+    }
+    publish_note(
+        ctx,
+        &live,
+        (false, "CheckpointRetained".into(), note, "Delete".into()),
+    )
+    .await;
+    ctx.forget(&k);
+    ctx.metrics.forget_stream(&ns, &live.name_any());
+    Ok(Action::await_change())
+}
+
 pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
@@ -852,11 +1075,18 @@ pub async fn reconcile(bls: Arc<BinlogStream>, ctx: Arc<Context>) -> Result<Acti
 
 async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<Action, Error> {
     if bls.meta().deletion_timestamp.is_some() {
+        if retain::has_finalizer(&bls) {
+            return retire(ctx, &bls).await;
+        }
         // Children carry owner references: the garbage collector removes them.
         ctx.forget(&key(&bls));
         ctx.metrics
             .forget_stream(&bls.namespace().unwrap_or_default(), &bls.name_any());
         return Ok(Action::await_change());
+    }
+    if let Some(list) = retain::finalizers_with(&bls, true) {
+        // Before anything can run: a deletion must find the finalizer to keep the checkpoint.
+        patch_finalizers(ctx, &bls, list).await?;
     }
     let ns = bls.namespace().unwrap_or_default();
     let client = &ctx.client;
@@ -886,9 +1116,13 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
     let old = bls.status.clone().unwrap_or_default();
     let mut status = old.clone();
     let mut notes: Vec<Note> = Vec::new();
-    let waiting = match &spec_check {
-        Ok(()) => checkpoint_request_step(ctx, &bls, &mut status, &mut notes).await?,
-        Err(_) => false,
+    let restored = match &spec_check {
+        Ok(()) => restore_step(ctx, &bls, &mut status, &mut notes).await?,
+        Err(_) => Ok(()),
+    };
+    let waiting = match (&spec_check, &restored) {
+        (Ok(()), Ok(())) => checkpoint_request_step(ctx, &bls, &mut status, &mut notes).await?,
+        _ => false,
     };
     let now_text = Timestamp::now().to_string();
     if let Some(r) = requests::snapshot_request_status(&bls.spec, &status, &now_text) {
@@ -919,9 +1153,9 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
     let mut effective = (*bls).clone();
     effective.status = Some(status.clone());
     let bls = Arc::new(effective);
-    let applied = match &spec_check {
-        Ok(()) => Some(apply_children(ctx, &bls).await?),
-        Err(_) => None,
+    let applied = match (&spec_check, &restored) {
+        (Ok(()), Ok(())) => Some(apply_children(ctx, &bls).await?),
+        _ => None,
     };
 
     let pods = ctx.caches.pods_matching(&ns, &build::selector_labels(&bls));
@@ -941,11 +1175,14 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
         }
     }
 
+    // Nothing watches ConfigMaps: look again soon for one the user fixed or removed.
+    let blocked = restored.is_err();
     let inputs = Inputs {
         bls: &bls,
         spec: spec_check.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-        apply: match &applied {
-            Some(Err(msg)) => Err(msg.clone()),
+        apply: match (&applied, restored) {
+            (_, Err(blocked)) => Err(blocked),
+            (Some(Err(msg)), _) => Err(msg.clone().into()),
             _ => Ok(()),
         },
         pod,
@@ -956,7 +1193,8 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
         || old.observed_generation != bls.metadata.generation
         || old.publisher_pod != pod_name
         || old.snapshot_request != status.snapshot_request
-        || old.checkpoint_request != status.checkpoint_request;
+        || old.checkpoint_request != status.checkpoint_request
+        || old.restored_checkpoint != status.restored_checkpoint;
     for note in notes {
         publish_note(ctx, &bls, note).await;
     }
@@ -1019,6 +1257,7 @@ async fn reconcile_inner(bls: Arc<BinlogStream>, ctx: &Arc<Context>) -> Result<A
     Ok(match spec_check {
         // Secrets may appear later; the spec itself only changes with a new generation.
         Err(_) => Action::requeue(Duration::from_secs(30)),
+        Ok(()) if blocked => Action::requeue(Duration::from_secs(30)),
         Ok(()) if waiting => Action::requeue(REQUEST_POLL),
         Ok(()) => Action::requeue(RESYNC),
     })

@@ -25,7 +25,21 @@ fn stream(spec: Value) -> BinlogStream {
     bls.metadata.namespace = Some("shop".into());
     bls.metadata.uid = Some("0b5c6f2e-1111-2222-3333-444455556666".into());
     bls.metadata.generation = Some(3);
+    bls.metadata.resource_version = Some("41".into());
+    // As after the first reconcile (a_new_stream_gets_the_retain_finalizer_first adds it).
+    bls.metadata.finalizers = Some(vec![operator::reconcile::retain::FINALIZER.into()]);
     bls
+}
+
+/// The restore check of a stream that never stored a checkpoint: no retained one here.
+async fn no_retained_checkpoint(h: &mut H) {
+    expect(
+        h,
+        "GET",
+        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
+        |_| not_found(),
+    )
+    .await;
 }
 
 fn valid_spec() -> Value {
@@ -174,6 +188,7 @@ async fn create_applies_every_child_and_reports_starting() {
         |_| ok_json(secret()),
     )
     .await;
+    no_retained_checkpoint(&mut h).await;
     let sa = expect(&mut h, "PATCH", "/api/v1/namespaces/shop/serviceaccounts/bls-orders?&force=true&fieldManager=binlogstream-operator", echo).await;
     assert_eq!(sa["metadata"]["ownerReferences"][0]["kind"], "BinlogStream");
     assert_eq!(sa["metadata"]["ownerReferences"][0]["controller"], true);
@@ -345,6 +360,8 @@ async fn a_deleted_stream_is_left_to_the_garbage_collector() {
     let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(svc, "default"));
     let mut bls = stream(valid_spec());
+    // Its checkpoint already kept (or made before the finalizer existed).
+    bls.metadata.finalizers = None;
     bls.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
@@ -495,6 +512,7 @@ async fn a_child_refused_by_admission_is_ready_false_with_the_api_message() {
         |_| ok_json(secret()),
     )
     .await;
+    no_retained_checkpoint(&mut h).await;
     expect(
         &mut h,
         "PATCH",
@@ -589,6 +607,7 @@ async fn an_unchanged_stream_costs_no_api_request() {
         |_| ok_json(secret()),
     )
     .await;
+    no_retained_checkpoint(&mut h).await;
     let sa = expect(
         &mut h,
         "PATCH",
@@ -756,6 +775,7 @@ async fn a_pod_stuck_on_a_missing_secret_key_says_so() {
         |_| ok_json(secret()),
     )
     .await;
+    no_retained_checkpoint(&mut h).await;
     for path in [
         "/api/v1/namespaces/shop/serviceaccounts/bls-orders",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/bls-orders",
@@ -1059,4 +1079,257 @@ async fn a_skip_without_the_acknowledgement_changes_nothing() {
         .unwrap_or_default()
         .contains("acknowledgeSkip: true"));
     finish_with_events(&mut h, task).await;
+}
+
+/// The first reconcile of a stream adds the finalizer before anything else, guarded by the
+/// resourceVersion it read (a merge patch replaces the list whole).
+#[tokio::test]
+async fn a_new_stream_gets_the_retain_finalizer_first() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let mut bls = stream(valid_spec());
+    bls.metadata.finalizers = Some(vec!["other.example/keep".into()]);
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
+    let patch = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders?",
+        echo,
+    )
+    .await;
+    assert_eq!(
+        patch,
+        json!({"metadata": {"resourceVersion": "41", "finalizers": ["other.example/keep", operator::reconcile::retain::FINALIZER]}})
+    );
+    drop(h);
+    let _ = task.await;
+}
+
+fn deleting(mut bls: BinlogStream) -> BinlogStream {
+    bls.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    bls
+}
+
+/// Deleting a stream: its publisher is scaled to 0 and the deletion waits while a pod is
+/// left; once none is, the final checkpoint (read live) goes into a ConfigMap without owner,
+/// the finalizer goes, and an Event says where the checkpoint is.
+#[tokio::test]
+async fn a_deleted_stream_stops_its_publisher_then_keeps_its_checkpoint() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = deleting(stream(valid_spec()));
+    let running = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bls-orders", "namespace": "shop"}, "spec": {"replicas": 1,
+        "selector": {}, "template": {}}});
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx.clone()));
+    expect(
+        &mut h,
+        "GET",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |_| ok_json(running.clone()),
+    )
+    .await;
+    let scaled = expect(
+        &mut h,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        echo,
+    )
+    .await;
+    assert_eq!(scaled["spec"]["replicas"], 0);
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods?", |_| {
+        ok_json(
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{"metadata": {"name": "bls-orders-1", "namespace": "shop"}}]}),
+        )
+    })
+    .await;
+    let action = task.await.expect("task").expect("first reconcile");
+    assert_ne!(
+        action,
+        kube::runtime::controller::Action::await_change(),
+        "must come back while the pod drains"
+    );
+
+    let checkpoint = json!({"file": "binlog.000009", "position": 777, "rowsInTransaction": 0, "gtidSet": "0-1-42"});
+    let mut live = serde_json::to_value(&bls).expect("object");
+    live["status"] = json!({"checkpoint": checkpoint});
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/apis/apps/v1/namespaces/shop/deployments/bls-orders",
+        |_| {
+            let mut d = running.clone();
+            d["spec"]["replicas"] = json!(0);
+            ok_json(d)
+        },
+    )
+    .await;
+    expect(&mut h, "GET", "/api/v1/namespaces/shop/pods?", |_| {
+        ok_json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+    })
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders",
+        |_| ok_json(live.clone()),
+    )
+    .await;
+    let cm = expect(
+        &mut h,
+        "PATCH",
+        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint?&force=true&fieldManager=binlogstream-operator",
+        echo,
+    )
+    .await;
+    assert!(cm["metadata"].get("ownerReferences").is_none(), "{cm}");
+    let kept: Value =
+        serde_json::from_str(cm["data"]["checkpoint.json"].as_str().expect("data")).expect("json");
+    assert_eq!(kept, checkpoint);
+    assert_eq!(
+        cm["metadata"]["annotations"]["cdc.binlogstream.io/stream-uid"],
+        "0b5c6f2e-1111-2222-3333-444455556666"
+    );
+    let fin = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders?",
+        |_| ok_json(live.clone()),
+    )
+    .await;
+    assert_eq!(fin["metadata"]["finalizers"], json!([]));
+    let (reasons, action) = finish_with_events(&mut h, task).await;
+    assert_eq!(reasons, vec!["CheckpointRetained".to_string()]);
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+}
+
+/// A stream created under the name of a deleted one takes its retained checkpoint over before
+/// any child exists (so its publisher starts there, not at spec.start), records it, and
+/// removes the ConfigMap.
+#[tokio::test]
+async fn a_recreated_stream_resumes_from_the_retained_checkpoint() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = stream(valid_spec());
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    let checkpoint = json!({"file": "binlog.000009", "position": 777, "rowsInTransaction": 0, "gtidSet": "0-1-42"});
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
+        |_| {
+            ok_json(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": "bls-orders-checkpoint", "namespace": "shop", "uid": "cm-uid",
+                "annotations": {"cdc.binlogstream.io/stream-uid": "uid-of-the-deleted-one",
+                                "cdc.binlogstream.io/retained-at": "2026-12-01T10:00:00Z"}},
+                "data": {"checkpoint.json": checkpoint.to_string()}}),
+            )
+        },
+    )
+    .await;
+    let moved = expect(
+        &mut h,
+        "PATCH",
+        "/apis/cdc.binlogstream.io/v1alpha1/namespaces/shop/binlogstreams/orders/status?&fieldManager=binlogstream-operator-checkpoint",
+        with_status(&bls),
+    )
+    .await;
+    assert_eq!(moved["status"]["checkpoint"], checkpoint);
+    assert_eq!(
+        moved["metadata"]["uid"],
+        "0b5c6f2e-1111-2222-3333-444455556666"
+    );
+    let recorded = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;
+    let restored = &recorded["status"]["restoredCheckpoint"];
+    assert_eq!(restored["position"], "binlog.000009:777 (GTID set 0-1-42)");
+    assert_eq!(restored["fromUid"], "uid-of-the-deleted-one");
+    assert_eq!(restored["configMap"], "bls-orders-checkpoint");
+    let (_, uri, body) = {
+        let (req, send) = h.next_request().await.expect("the ConfigMap removal");
+        let r = body_json(req).await;
+        send.send_response(ok_json(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ));
+        r
+    };
+    assert!(
+        uri.starts_with("/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint"),
+        "{uri}"
+    );
+    assert_eq!(body["preconditions"]["uid"], "cm-uid");
+    // Only now the children: the Deployment that starts the publisher comes after the move.
+    children(&mut h, true).await;
+    let note = drain_events(&mut h, 1).await;
+    assert_eq!(note[0]["reason"], "CheckpointRestored");
+    assert!(
+        note[0]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("binlog.000009:777"),
+        "{note:?}"
+    );
+    let last = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;
+    assert_eq!(
+        last["status"]["restoredCheckpoint"]["position"],
+        restored["position"]
+    );
+    finish_with_events(&mut h, task).await;
+}
+
+/// A retained ConfigMap that cannot be read blocks the stream (no child, no pod) with a
+/// condition naming it: starting from spec.start would skip changes silently.
+#[tokio::test]
+async fn an_unreadable_retained_checkpoint_blocks_the_stream_naming_it() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(svc, "default"));
+    let bls = stream(valid_spec());
+    let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/secrets/db-pw",
+        |_| ok_json(secret()),
+    )
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
+        |_| {
+            ok_json(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": "bls-orders-checkpoint", "namespace": "shop"},
+                "data": {"checkpoint.json": "not json"}}),
+            )
+        },
+    )
+    .await;
+    let status = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "RetainedCheckpointUnreadable");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bls-orders-checkpoint"),
+        "{ready}"
+    );
+    let (_, action) = finish_with_events(&mut h, task).await;
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(30))
+    );
 }

@@ -10,7 +10,7 @@
 #     again with nothing lost; the lag passing the threshold: Lagging=True, then it clears;
 #   - an invalid spec (bad port, missing Secret): Ready=False, reason InvalidSpec, the field named;
 #   - the publisher fence (a second publisher waits for the lease), snapshots and checkpoint
-#     requests by resource (snapshot.sh, rewind.sh);
+#     requests by resource (snapshot.sh, rewind.sh); delete/recreate and a source host change (recreate.sh);
 #   - Kubernetes API faults while checkpoints are due (apifaults.sh) and operator leader
 #     failover with two replicas (failover.sh);
 #   - prometheus.sh: a real Prometheus scrapes publisher and operator; every query has series;
@@ -161,6 +161,7 @@ wait_until 180 "Ready=True after the fence check" shop_ready
 # 4d: snapshots by resource (issue 13) and moving the checkpoint (issue 14).
 bash "$HERE/snapshot.sh"
 bash "$HERE/rewind.sh"
+bash "$HERE/recreate.sh"
 
 # 5: invalid specs: what the schema can say is refused by kubectl apply itself, naming the
 # field; the rest is reported by the operator, naming the field.
@@ -295,6 +296,9 @@ BLS_SCALE_STREAMS=${BLS_SCALE_STREAMS:-10} BLS_SCALE_SECONDS=${BLS_SCALE_SECONDS
 kc -n $TNS delete bls shop badstart nosecret nooptin
 children_gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=shop -o name 2>/dev/null)" ]; }
 wait_until 90 "children of shop garbage-collected" children_gone
+kept=$(kc -n $TNS get configmap bls-shop-checkpoint -o 'jsonpath={.data.checkpoint\.json}') || die "shop's checkpoint was not kept"
+log "shop deleted; its checkpoint is kept in ConfigMap bls-shop-checkpoint: $kept"
+kc -n $TNS delete configmap bls-shop-checkpoint >/dev/null
 hm uninstall bls -n bls-system
 operator_gone() { [ -z "$(kc -n bls-system get deploy,sa,svc,role,rolebinding -l app.kubernetes.io/name=binlogstream-operator -o name 2>/dev/null)" ] && ! kc get clusterrole bls-operator >/dev/null 2>&1; }
 wait_until 90 "operator objects gone" operator_gone

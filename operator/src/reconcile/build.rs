@@ -193,7 +193,10 @@ pub fn role_binding(bls: &BinlogStream) -> RoleBinding {
 
 /// What the one-shot requests in the spec and their status records ask of the pod.
 fn overrides_of(bls: &BinlogStream) -> requests::Overrides {
-    requests::overrides(&bls.spec, &bls.status.clone().unwrap_or_default())
+    let mut o = requests::overrides(&bls.spec, &bls.status.clone().unwrap_or_default());
+    // Being deleted: the publisher stops and stores its final checkpoint for the next stream.
+    o.stopped |= bls.metadata.deletion_timestamp.is_some();
+    o
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {

@@ -40,10 +40,34 @@ pub struct Inputs<'a> {
     pub bls: &'a BinlogStream,
     /// `Err(message)` when the spec is invalid (names the field).
     pub spec: Result<(), String>,
-    /// `Err(message)` when the API server refused a child object (admission, quota, RBAC).
-    pub apply: Result<(), String>,
+    /// `Err` when the stream cannot go on: the API server refused a child object (admission,
+    /// quota, RBAC), or a retained checkpoint cannot be read.
+    pub apply: Result<(), Blocked>,
     pub pod: PodState,
     pub now: Timestamp,
+}
+
+/// Why the children were not (all) applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: String,
+    pub message: String,
+}
+
+impl From<String> for Blocked {
+    /// A refusal by the API server.
+    fn from(message: String) -> Blocked {
+        Blocked {
+            reason: "ApplyFailed".into(),
+            message,
+        }
+    }
+}
+
+impl From<&str> for Blocked {
+    fn from(message: &str) -> Blocked {
+        Blocked::from(message.to_string())
+    }
 }
 
 struct Want {
@@ -344,10 +368,10 @@ pub fn compute(inputs: &Inputs<'_>) -> Vec<Condition> {
             )
         }
         (Ok(()), _, _) if inputs.apply.is_err() => {
-            let msg = inputs.apply.clone().err().unwrap_or_default();
+            let b = inputs.apply.clone().err().unwrap_or_else(|| "".into());
             (
-                want(READY, "False", "ApplyFailed", msg.clone()),
-                want(DEGRADED, "True", "ApplyFailed", msg),
+                want(READY, "False", &b.reason, b.message.clone()),
+                want(DEGRADED, "True", &b.reason, b.message),
             )
         }
         (Ok(()), PodState::Failing { reason, message }, _) => {

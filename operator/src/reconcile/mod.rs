@@ -4,5 +4,6 @@
 pub mod build;
 pub mod conditions;
 pub mod requests;
+pub mod retain;
 pub mod tenancy;
 pub mod validate;
