@@ -723,20 +723,11 @@ async fn checkpoint_request_step(
             return Ok(false);
         }
     }
-    let selector = build::selector_labels(bls)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
     // Read live, not from the cache: a pod the cache has not seen yet would write its
     // checkpoint over the moved one.
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let running = pods
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Kube)?;
-    if !running.items.is_empty() {
-        debug!(name = %key(bls), pods = running.items.len(), "checkpoint request waits for the publisher to stop");
+    let running = live_publisher_pods(ctx, bls).await?;
+    if !running.is_empty() {
+        debug!(name = %key(bls), pods = running.len(), "checkpoint request waits for the publisher to stop");
         return Ok(true);
     }
     let live = api.get_status(&bls.name_any()).await.map_err(Error::Kube)?;
@@ -844,6 +835,21 @@ async fn checkpoint_request_step(
     tracing::info!(name = %key(bls), request_id = %req.request_id, %from, to = %req.to, direction = direction.label(), "checkpoint request applied");
     notes.push((warning, reason.into(), note, "MoveCheckpoint".into()));
     Ok(false)
+}
+
+/// The stream's publisher pods as the API server has them now (terminating ones included).
+async fn live_publisher_pods(ctx: &Context, bls: &BinlogStream) -> Result<Vec<Pod>, Error> {
+    let selector = build::selector_labels(bls)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &bls.namespace().unwrap_or_default());
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(list.items)
 }
 
 /// Replaces the finalizer list: a merge patch replaces a list whole, so the resourceVersion
@@ -984,28 +990,19 @@ async fn retire(ctx: &Context, bls: &BinlogStream) -> Result<Action, Error> {
             info!(name = %k, "stream deleted: stopping the publisher to keep its final checkpoint");
         }
     }
-    let selector = build::selector_labels(bls)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let running = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Kube)?;
+    let running = live_publisher_pods(ctx, bls).await?;
     let waited = bls
         .metadata
         .deletion_timestamp
         .as_ref()
         .map(|t| Timestamp::now().duration_since(t.0).as_secs())
         .unwrap_or_default();
-    if !running.items.is_empty() {
+    if !running.is_empty() {
         if waited < retain::STOP_TIMEOUT_SECS {
-            debug!(name = %k, pods = running.items.len(), "deletion waits for the publisher to stop");
+            debug!(name = %k, pods = running.len(), "deletion waits for the publisher to stop");
             return Ok(Action::requeue(REQUEST_POLL));
         }
-        warn!(name = %k, pods = running.items.len(), waited_seconds = waited, "the publisher pod did not go; keeping the newest checkpoint it stored");
+        warn!(name = %k, pods = running.len(), waited_seconds = waited, "the publisher pod did not go; keeping the newest checkpoint it stored");
     }
     let api: Api<BinlogStream> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(live) = api.get_opt(&bls.name_any()).await.map_err(Error::Kube)? else {

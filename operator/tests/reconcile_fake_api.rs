@@ -1207,6 +1207,26 @@ async fn a_deleted_stream_stops_its_publisher_then_keeps_its_checkpoint() {
     assert_eq!(action, kube::runtime::controller::Action::await_change());
 }
 
+/// The Secret check, then the retained checkpoint found with `metadata` and `checkpoint.json`.
+async fn secret_then_retained(h: &mut H, metadata: Value, data: String) {
+    expect(h, "GET", "/api/v1/namespaces/shop/secrets/db-pw", |_| {
+        ok_json(secret())
+    })
+    .await;
+    expect(
+        h,
+        "GET",
+        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
+        |_| {
+            ok_json(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                "data": {"checkpoint.json": data}}),
+            )
+        },
+    )
+    .await;
+}
+
 /// A stream created under the name of a deleted one takes its retained checkpoint over before
 /// any child exists (so its publisher starts there, not at spec.start), records it, and
 /// removes the ConfigMap.
@@ -1216,27 +1236,13 @@ async fn a_recreated_stream_resumes_from_the_retained_checkpoint() {
     let ctx = context(Client::new(svc, "default"));
     let bls = stream(valid_spec());
     let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/secrets/db-pw",
-        |_| ok_json(secret()),
-    )
-    .await;
     let checkpoint = json!({"file": "binlog.000009", "position": 777, "rowsInTransaction": 0, "gtidSet": "0-1-42"});
-    expect(
+    secret_then_retained(
         &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
-        |_| {
-            ok_json(
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-                "name": "bls-orders-checkpoint", "namespace": "shop", "uid": "cm-uid",
-                "annotations": {"cdc.binlogstream.io/stream-uid": "uid-of-the-deleted-one",
-                                "cdc.binlogstream.io/retained-at": "2026-12-01T10:00:00Z"}},
-                "data": {"checkpoint.json": checkpoint.to_string()}}),
-            )
-        },
+        json!({"name": "bls-orders-checkpoint", "namespace": "shop", "uid": "cm-uid",
+            "annotations": {"cdc.binlogstream.io/stream-uid": "uid-of-the-deleted-one",
+                            "cdc.binlogstream.io/retained-at": "2026-12-01T10:00:00Z"}}),
+        checkpoint.to_string(),
     )
     .await;
     let moved = expect(
@@ -1296,24 +1302,10 @@ async fn an_unreadable_retained_checkpoint_blocks_the_stream_naming_it() {
     let ctx = context(Client::new(svc, "default"));
     let bls = stream(valid_spec());
     let task = tokio::spawn(reconcile(Arc::new(bls.clone()), ctx));
-    expect(
+    secret_then_retained(
         &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/secrets/db-pw",
-        |_| ok_json(secret()),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/shop/configmaps/bls-orders-checkpoint",
-        |_| {
-            ok_json(
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-                "name": "bls-orders-checkpoint", "namespace": "shop"},
-                "data": {"checkpoint.json": "not json"}}),
-            )
-        },
+        json!({"name": "bls-orders-checkpoint", "namespace": "shop"}),
+        "not json".into(),
     )
     .await;
     let status = expect(&mut h, "PATCH", STATUS, with_status(&bls)).await;

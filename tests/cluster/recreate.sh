@@ -31,23 +31,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-sql <<'EOF'
-DROP DATABASE IF EXISTS rc;
-CREATE DATABASE rc CHARACTER SET utf8mb4;
-CREATE TABLE rc.events (id INT PRIMARY KEY, what VARCHAR(20));
-EOF
-create_stream $STREAM
-apply_stream $TNS $NAME $STREAM 'rc.*' latest
+events_stream rc $NAME $STREAM
 ready() { [ "$(cond $TNS $NAME Ready status)" = True ]; }
-has_cp() { [ -n "$(field $TNS $NAME '{.status.checkpoint.display}')" ]; }
-wait_until 180 "$NAME Ready" ready
-wait_until 60 "$NAME has a checkpoint" has_cp
 field $TNS $NAME '{.metadata.finalizers}' | grep -q 'cdc.binlogstream.io/retain-checkpoint' ||
   die "no retain-checkpoint finalizer on $NAME: $(field $TNS $NAME '{.metadata.finalizers}')"
 
-count_of() { id_counts $STREAM events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n += $2 } END { print n + 0 }'; }
-distinct_of() { id_counts $STREAM events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n++ } END { print n + 0 }'; }
-arrived() { [ "$(distinct_of "$1" "$2")" -ge $(($2 - $1 + 1)) ]; }
 
 # 1. Delete and recreate.
 sql -e "INSERT INTO rc.events SELECT seq, 'before' FROM rc.seq_1_to_20"

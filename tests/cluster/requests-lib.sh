@@ -1,4 +1,4 @@
-# Helpers shared by snapshot.sh and rewind.sh (sourced after common.sh, on a cluster where
+# Helpers shared by snapshot.sh, rewind.sh and recreate.sh (sourced after common.sh, on a cluster where
 # stream.sh has started MariaDB and kinesalite and the operator is installed).
 # shellcheck shell=bash
 
@@ -78,4 +78,17 @@ spec:
   start: $5
   output: {position: true}
 YAML
+}
+# Over ids LO..HI of table `events` on Kinesis stream $STREAM: records, distinct ids, all there.
+count_of() { id_counts "$STREAM" events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n += $2 } END { print n + 0 }'; }
+distinct_of() { id_counts "$STREAM" events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n++ } END { print n + 0 }'; }
+arrived() { [ "$(distinct_of "$1" "$2")" -ge $(($2 - $1 + 1)) ]; }
+# A fresh database DB with table `events (id, what)`, a Kinesis stream and a BinlogStream
+# NAME in namespace shop reading DB.* from `latest`, Ready with a first checkpoint.
+events_stream() {  # db name kinesis-stream
+  sql -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4; CREATE TABLE $1.events (id INT PRIMARY KEY, what VARCHAR(20));"
+  create_stream "$3"
+  apply_stream shop "$2" "$3" "$1.*" latest
+  wait_until 180 "$2 Ready" eval '[ "$(cond shop '"$2"' Ready status)" = True ]'
+  wait_until 60 "$2 has a checkpoint" eval '[ -n "$(field shop '"$2"' "{.status.checkpoint.display}")" ]'
 }

@@ -17,22 +17,10 @@ TNS=shop
 NAME=rw
 STREAM=rw-changes
 
-sql <<'EOF'
-DROP DATABASE IF EXISTS rw;
-CREATE DATABASE rw CHARACTER SET utf8mb4;
-CREATE TABLE rw.events (id INT PRIMARY KEY, what VARCHAR(20));
-EOF
-create_stream $STREAM
-apply_stream $TNS $NAME $STREAM 'rw.*' latest
+events_stream rw $NAME $STREAM
 ready() { [ "$(cond $TNS $NAME Ready status)" = True ]; }
-has_cp() { [ -n "$(field $TNS $NAME '{.status.checkpoint.display}')" ]; }
-wait_until 180 "$NAME Ready" ready
-wait_until 60 "$NAME has a checkpoint" has_cp
 p0=$(field $TNS $NAME '{.status.checkpoint.display}')
 
-count_of() { id_counts $STREAM events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n += $2 } END { print n + 0 }'; }
-distinct_of() { id_counts $STREAM events | awk -v lo="$1" -v hi="$2" '$1 >= lo && $1 <= hi { n++ } END { print n + 0 }'; }
-arrived() { [ "$(distinct_of "$1" "$2")" -ge $(($2 - $1 + 1)) ]; }
 moved_from() { local d; d=$(field $TNS $NAME '{.status.checkpoint.display}'); [ -n "$d" ] && [ "$d" != "$1" ]; }
 
 sql -e "INSERT INTO rw.events SELECT seq, 'first' FROM rw.seq_1_to_20"
