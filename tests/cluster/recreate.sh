@@ -49,7 +49,11 @@ log "kept in $CM: $kept"
 [ -z "$(kc -n $TNS get configmap $CM -o 'jsonpath={.metadata.ownerReferences}')" ] || die "$CM has an owner: the garbage collector would remove it"
 ev=$(events_of $TNS $NAME CheckpointRetained); log "CheckpointRetained event: $ev"
 [ -n "$ev" ] || die "no CheckpointRetained Event"
-[ -z "$(kc -n $TNS get deploy,pods -l app.kubernetes.io/instance=$NAME -o name)" ] || die "publisher objects left after the deletion"
+# The deletion finished only once no publisher pod was left; the garbage collector then
+# removes the children.
+[ -z "$(kc -n $TNS get pods -l app.kubernetes.io/instance=$NAME -o name)" ] || die "a publisher pod outlived the deletion"
+gone() { [ -z "$(kc -n $TNS get deploy,sa,role,rolebinding -l app.kubernetes.io/instance=$NAME -o name 2>/dev/null)" ]; }
+wait_until 90 "children of $NAME garbage-collected" gone
 
 sql -e "INSERT INTO rc.events SELECT seq, 'gap' FROM rc.seq_21_to_40"   # no stream exists now
 apply_stream $TNS $NAME $STREAM 'rc.*' latest
