@@ -83,6 +83,12 @@ pub struct Summary {
     pub checkpoint: Option<Checkpoint>,
 }
 
+/// `cp` records a snapshot done that the checkpoint stored before still had running.
+fn snapshot_finished(saved: Option<&Checkpoint>, cp: &Checkpoint) -> bool {
+    let done = |c: &Checkpoint| c.snapshot.as_ref().is_some_and(|s| !s.running());
+    done(cp) && !saved.is_some_and(done)
+}
+
 struct Saver<'a, C: CheckpointStore> {
     store: &'a mut C,
     metrics: &'a Metrics,
@@ -99,7 +105,11 @@ impl<C: CheckpointStore> Saver<'_, C> {
     /// (newer ones replace it) for the next attempt an interval later: the stream goes on,
     /// only a restart would repeat more rows. A definite error stops the pipeline.
     async fn offer(&mut self, cp: Option<Checkpoint>, force: bool) -> Result<(), CheckpointError> {
+        let mut force = force;
         if let Some(cp) = cp {
+            // The checkpoint that finishes a snapshot is stored at once: the status says it
+            // is done (and a restart does not read it again) without waiting an interval.
+            force |= snapshot_finished(self.saved.as_ref(), &cp);
             self.unsaved = Some(cp);
         }
         let due = force || self.last_save.is_none_or(|t| t.elapsed() >= self.interval);
@@ -611,6 +621,43 @@ mod tests {
         assert_eq!(saver.saved, Some(cp(30)));
         assert_eq!(metrics.problem(), None, "/readyz recovers");
         assert_eq!(store.stored, vec![cp(30)], "only the newest is written");
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_that_finishes_a_snapshot_is_stored_at_once() {
+        let metrics = Metrics::new();
+        let mut store = FullDisk {
+            fail: 0,
+            stored: Vec::new(),
+        };
+        let mut saver = Saver {
+            store: &mut store,
+            metrics: &metrics,
+            interval: Duration::from_secs(3600),
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        };
+        let with = |pos: u64, pending: &[&str]| {
+            let mut c = cp(pos);
+            c.snapshot = Some(Box::new(crate::position::SnapshotState {
+                request_id: "initial".into(),
+                pending: pending.iter().map(|t| t.to_string()).collect(),
+                last_key: None,
+                table_rows: 0,
+                tables_done: 0,
+                completed: Vec::new(),
+            }));
+            c
+        };
+        saver.offer(Some(with(10, &["s.t"])), false).await.expect("first");
+        saver.offer(Some(with(20, &["s.t"])), false).await.expect("not due");
+        assert_eq!(saver.saved, Some(with(10, &["s.t"])), "an interval away");
+        saver.offer(Some(with(30, &[])), false).await.expect("done");
+        assert_eq!(saver.saved, Some(with(30, &[])), "stored without waiting");
+        saver.offer(Some(with(40, &[])), false).await.expect("later");
+        assert_eq!(saver.saved, Some(with(30, &[])), "only the one that finishes it");
     }
 
     #[tokio::test]

@@ -33,10 +33,12 @@ fn env_rows(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// BENCH_CHECKPOINT_MS (default 20, so the end is seen soon): the publisher's checkpoint
-/// interval. Each checkpoint is a file write with two fsyncs the pipeline waits for.
+/// BENCH_CHECKPOINT_MS (default 1000, the publisher's own): its checkpoint interval. Each
+/// checkpoint is a file write with two fsyncs the pipeline waits for. The end is seen at
+/// once whatever the interval: the checkpoint that finishes a snapshot is stored without
+/// waiting for it.
 fn checkpoint_ms() -> String {
-    std::env::var("BENCH_CHECKPOINT_MS").unwrap_or_else(|_| "20".into())
+    std::env::var("BENCH_CHECKPOINT_MS").unwrap_or_else(|_| "1000".into())
 }
 
 /// BENCH_PUBLISHER_ARGS: more publisher arguments (whitespace-separated), e.g.
