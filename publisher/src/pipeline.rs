@@ -651,13 +651,26 @@ mod tests {
             }));
             c
         };
-        saver.offer(Some(with(10, &["s.t"])), false).await.expect("first");
-        saver.offer(Some(with(20, &["s.t"])), false).await.expect("not due");
+        saver
+            .offer(Some(with(10, &["s.t"])), false)
+            .await
+            .expect("first");
+        saver
+            .offer(Some(with(20, &["s.t"])), false)
+            .await
+            .expect("not due");
         assert_eq!(saver.saved, Some(with(10, &["s.t"])), "an interval away");
         saver.offer(Some(with(30, &[])), false).await.expect("done");
         assert_eq!(saver.saved, Some(with(30, &[])), "stored without waiting");
-        saver.offer(Some(with(40, &[])), false).await.expect("later");
-        assert_eq!(saver.saved, Some(with(30, &[])), "only the one that finishes it");
+        saver
+            .offer(Some(with(40, &[])), false)
+            .await
+            .expect("later");
+        assert_eq!(
+            saver.saved,
+            Some(with(30, &[])),
+            "only the one that finishes it"
+        );
     }
 
     #[tokio::test]
