@@ -52,9 +52,11 @@ fn extra_args() -> Vec<String> {
 }
 
 /// BENCH_WRAP: a command the null-sink publisher runs under (whitespace-separated), e.g.
-/// `strace -f -c -o /tmp/strace.txt`; stopped by SIGTERM so the tool reports.
-fn wrap() -> Vec<String> {
-    std::env::var("BENCH_WRAP")
+/// `strace -f -c -o /tmp/strace.txt`; BENCH_WRAP_KINESIS the same for the kinesalite run
+/// (e.g. `heaptrack -o /tmp/kin`). A wrapped publisher is stopped by SIGTERM so the tool
+/// reports; its RSS column is then the wrapper's.
+fn wrap(var: &str) -> Vec<String> {
+    std::env::var(var)
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_string)
@@ -278,7 +280,7 @@ async fn main() {
         // Warm the buffer pool so every reader sees the same server.
         let _ = ceiling(&db, table);
         let c = ceiling(&db, table);
-        let null = snapshot(&db, table, &["--sink", "null"], &wrap());
+        let null = snapshot(&db, table, &["--sink", "null"], &wrap("BENCH_WRAP"));
         let stream = format!("snap-{table}");
         kinesalite.create_stream(&stream, 4).await;
         let endpoint = kinesalite.endpoint();
@@ -296,7 +298,7 @@ async fn main() {
                 "us-east-1",
                 "--aggregate",
             ],
-            &[],
+            &wrap("BENCH_WRAP_KINESIS"),
         );
         let rate = |d: Duration| rows as f64 / d.as_secs_f64();
         println!(
