@@ -79,6 +79,27 @@ pub struct RowChange {
     pub position: RowPosition,
 }
 
+impl RowChange {
+    /// A change of `plan`'s table: its names and key columns come from the plan.
+    fn of(
+        plan: &TablePlan,
+        kind: ChangeKind,
+        body: Vec<u8>,
+        primary_key: Option<String>,
+        position: RowPosition,
+    ) -> RowChange {
+        RowChange {
+            schema: plan.schema.clone(),
+            table: plan.table.clone(),
+            kind,
+            body,
+            primary_key,
+            key_names: plan.key_names.clone(),
+            position,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EncodeOptions {
     /// Append the optional `position` key.
@@ -416,15 +437,7 @@ impl SnapshotEncoder {
         finish_record(&mut body, kind, plan, opts, &position, true);
         self.body_hint = self.body_hint.max(body.len());
         let primary_key = want_key.then(|| key_text(plan, spans, &body));
-        Ok(RowChange {
-            schema: plan.schema.clone(),
-            table: plan.table.clone(),
-            kind,
-            body,
-            primary_key,
-            key_names: plan.key_names.clone(),
-            position,
-        })
+        Ok(RowChange::of(plan, kind, body, primary_key, position))
     }
 }
 
@@ -608,28 +621,18 @@ pub fn decode_rows(
                     ..position.clone()
                 };
                 finish_record(&mut del, ChangeKind::Delete, plan, opts, &position, false);
-                emit(RowChange {
-                    schema: plan.schema.clone(),
-                    table: plan.table.clone(),
-                    kind: ChangeKind::Delete,
-                    body: del,
-                    primary_key: Some(old_key),
-                    key_names: plan.key_names.clone(),
+                emit(RowChange::of(
+                    plan,
+                    ChangeKind::Delete,
+                    del,
+                    Some(old_key),
                     position,
-                });
+                ));
             }
         }
 
         size_hint = size_hint.max(body.len());
-        emit(RowChange {
-            schema: plan.schema.clone(),
-            table: plan.table.clone(),
-            kind,
-            body,
-            primary_key,
-            key_names: plan.key_names.clone(),
-            position,
-        });
+        emit(RowChange::of(plan, kind, body, primary_key, position));
         row += 1;
     }
     Ok(row - first_row)
