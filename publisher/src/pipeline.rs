@@ -100,7 +100,19 @@ struct Saver<'a, C: CheckpointStore> {
     failing: Option<String>,
 }
 
-impl<C: CheckpointStore> Saver<'_, C> {
+impl<'a, C: CheckpointStore> Saver<'a, C> {
+    fn new(store: &'a mut C, metrics: &'a Metrics, interval: Duration) -> Self {
+        Saver {
+            store,
+            metrics,
+            interval,
+            last_save: None,
+            unsaved: None,
+            saved: None,
+            failing: None,
+        }
+    }
+
     /// Takes the newest checkpoint and stores it when due. A transient store error keeps it
     /// (newer ones replace it) for the next attempt an interval later: the stream goes on,
     /// only a restart would repeat more rows. A definite error stops the pipeline.
@@ -303,15 +315,7 @@ pub async fn run_with_snapshot<S: Sink, C: CheckpointStore>(
     // Until something new is delivered, the lag runs from where the stored checkpoint ended, so
     // a publisher that restarts into an outage still reports how far behind it is.
     metrics.acknowledged_event(reader.resume_point().event_ts);
-    let mut saver = Saver {
-        store,
-        metrics: &metrics,
-        interval: opts.checkpoint_interval,
-        last_save: None,
-        unsaved: None,
-        saved: None,
-        failing: None,
-    };
+    let mut saver = Saver::new(store, &metrics, opts.checkpoint_interval);
     // A start by GTID learns its file from the first event; the others know it now.
     let mut start_unsaved = opts.store_start;
     let mut summary = Summary::default();
@@ -601,15 +605,7 @@ mod tests {
             fail: 2,
             stored: Vec::new(),
         };
-        let mut saver = Saver {
-            store: &mut store,
-            metrics: &metrics,
-            interval: Duration::ZERO,
-            last_save: None,
-            unsaved: None,
-            saved: None,
-            failing: None,
-        };
+        let mut saver = Saver::new(&mut store, &metrics, Duration::ZERO);
         saver.offer(Some(cp(10)), false).await.expect("goes on");
         saver.offer(Some(cp(20)), false).await.expect("goes on");
         assert_eq!(metrics.checkpoint_store_failures.get(), 2);
@@ -630,15 +626,7 @@ mod tests {
             fail: 0,
             stored: Vec::new(),
         };
-        let mut saver = Saver {
-            store: &mut store,
-            metrics: &metrics,
-            interval: Duration::from_secs(3600),
-            last_save: None,
-            unsaved: None,
-            saved: None,
-            failing: None,
-        };
+        let mut saver = Saver::new(&mut store, &metrics, Duration::from_secs(3600));
         let with = |pos: u64, pending: &[&str]| {
             let mut c = cp(pos);
             c.snapshot = Some(Box::new(crate::position::SnapshotState {
@@ -680,15 +668,7 @@ mod tests {
             fail: u32::MAX,
             stored: Vec::new(),
         };
-        let mut saver = Saver {
-            store: &mut store,
-            metrics: &metrics,
-            interval: Duration::ZERO,
-            last_save: None,
-            unsaved: None,
-            saved: None,
-            failing: None,
-        };
+        let mut saver = Saver::new(&mut store, &metrics, Duration::ZERO);
         let started = Instant::now();
         let e = saver
             .finish(Some(cp(10)), started + Duration::from_millis(700))
