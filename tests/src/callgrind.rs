@@ -20,3 +20,13 @@ pub fn annotate(out_file: &Path) -> (String, f64) {
         .unwrap_or(f64::NAN);
     (text, total)
 }
+
+/// The first `n` functions of a report by self cost, indented for printing.
+pub fn top_functions(text: &str, n: usize) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.contains("file:function"))
+        .skip(2)
+        .take(n)
+        .map(|l| format!("  {l}"))
+        .collect()
+}

@@ -564,13 +564,8 @@ fn profile(port: u16, table: &str, rows: u64) {
         per_row.push(total / rows as f64);
         if mode == "publisher" {
             println!("\n{table}: where the null-sink publisher's instructions go (self cost)");
-            for line in text
-                .lines()
-                .skip_while(|l| !l.contains("file:function"))
-                .skip(2)
-                .take(14)
-            {
-                println!("  {line}");
+            for line in binlogstream_tests::callgrind::top_functions(&text, 14) {
+                println!("{line}");
             }
         }
     }

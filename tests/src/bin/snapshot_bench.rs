@@ -202,13 +202,8 @@ fn profile(db: &MariaDb, table: &str, rows: usize) {
     let run = snapshot(db, table, &["--sink", "null"], &wrap);
     let (text, total) = binlogstream_tests::callgrind::annotate(&out_file);
     println!("\n{table}: where the null-sink snapshot's instructions go (self cost)");
-    for line in text
-        .lines()
-        .skip_while(|l| !l.contains("file:function"))
-        .skip(2)
-        .take(16)
-    {
-        println!("  {line}");
+    for line in binlogstream_tests::callgrind::top_functions(&text, 16) {
+        println!("{line}");
     }
     println!(
         "{table}: {:.0} instructions/row, snapshot -> null sink ({rows} rows, whole process \
