@@ -263,7 +263,14 @@ apiVersion: v1
 kind: ResourceQuota
 metadata: {name: no-pods}
 spec: {hard: {pods: "0"}}
----
+YAML
+# Admission enforces a quota only once the API server's quota cache has it; a pod created in
+# the moment after the quota (a failed CI run) slips through. The quota controller filling
+# status.hard says the quota has been seen.
+quota_known() { [ "$(kc -n quota-e2e get resourcequota no-pods -o 'jsonpath={.status.hard.pods}' 2>/dev/null)" = 0 ]; }
+wait_until 60 "the quota no-pods is in force" quota_known
+sleep 2
+kc -n quota-e2e apply -f - <<YAML
 apiVersion: v1
 kind: Secret
 metadata: {name: pw, labels: {cdc.binlogstream.io/allow-binlogstreams: "true"}}
