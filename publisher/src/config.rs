@@ -12,7 +12,7 @@ use crate::{
     pipeline::PipelineOptions,
     position::StartFrom,
     sink::kinesis::{
-        key::{Oversize, PartitionKey},
+        key::{Oversize, PartitionKey, MAX_RECORD_BYTES},
         KinesisConfig,
     },
     snapshot::{Method, SnapshotOptions, TableName},
@@ -92,6 +92,9 @@ pub struct RunArgs {
     /// de-aggregating reader such as the KCL or the Lambda de-aggregation libraries).
     #[arg(long, env = "BINLOGSTREAM_AGGREGATE", num_args = 0..=1, default_missing_value = "true")]
     pub aggregate: Option<bool>,
+    /// With --aggregate: the largest KPL aggregate, in bytes (4096..=1048576) [default: 262144].
+    #[arg(long, env = "BINLOGSTREAM_AGGREGATE_MAX_BYTES")]
+    pub aggregate_max_bytes: Option<usize>,
     /// Serve /metrics, /healthz and /readyz on HOST:PORT.
     #[arg(long, env = "BINLOGSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -181,6 +184,7 @@ struct FileConfig {
     oversize: Option<String>,
     max_in_flight: Option<usize>,
     aggregate: Option<bool>,
+    aggregate_max_bytes: Option<usize>,
     metrics_addr: Option<String>,
     position: Option<bool>,
     checkpoint_file: Option<PathBuf>,
@@ -408,6 +412,15 @@ impl RunArgs {
                 k.max_in_flight = n;
             }
             k.aggregate = self.aggregate.or(file.aggregate).unwrap_or(false);
+            if let Some(n) = self.aggregate_max_bytes.or(file.aggregate_max_bytes) {
+                if !(4096..=MAX_RECORD_BYTES).contains(&n) {
+                    return Err(ConfigError::Invalid {
+                        field: "aggregate-max-bytes",
+                        reason: format!("{n} is outside 4096..={MAX_RECORD_BYTES}"),
+                    });
+                }
+                k.aggregate_max_bytes = n;
+            }
             Some(k)
         } else {
             None
@@ -588,6 +601,37 @@ mod tests {
             set.resolve().expect("resolve").pipeline.checkpoint_interval,
             Duration::from_millis(2500)
         );
+    }
+
+    #[test]
+    fn the_aggregate_size_defaults_to_256_kib_and_is_bounded_by_the_record_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").expect("pw");
+        let args = |bytes: Option<usize>| RunArgs {
+            source: Some("mysql://repl@db:3306".into()),
+            password_file: Some(pw.clone()),
+            sink: Some("kinesis".into()),
+            stream: Some("s".into()),
+            aggregate: Some(true),
+            aggregate_max_bytes: bytes,
+            ..Default::default()
+        };
+        let kinesis = |r: RunConfig| r.kinesis.expect("kinesis config");
+        let default = kinesis(args(None).resolve().expect("resolve"));
+        assert_eq!(default.aggregate_max_bytes, 256 * 1024);
+        let set = kinesis(args(Some(MAX_RECORD_BYTES)).resolve().expect("resolve"));
+        assert_eq!(set.aggregate_max_bytes, MAX_RECORD_BYTES);
+        for bad in [0, 4095, MAX_RECORD_BYTES + 1] {
+            let e = args(Some(bad))
+                .resolve()
+                .expect_err("out of range")
+                .to_string();
+            assert!(
+                e.contains("aggregate-max-bytes") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -345,6 +345,18 @@ async fn kpl_aggregates_deaggregate_to_exactly_our_records() {
         raw.len(),
         expected.len()
     );
+    // Aggregates close at the configured size (256 KiB by default), not at the 1 MiB record
+    // limit: the bound that keeps the sink's memory to a few MiB.
+    let largest = raw
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .max()
+        .unwrap_or(0);
+    let max = publisher::sink::kinesis::DEFAULT_AGGREGATE_BYTES;
+    assert!(
+        largest <= max && largest > max * 3 / 4,
+        "largest aggregate {largest} bytes: closed at the {max}-byte bound"
+    );
     let shard_ids: Vec<String> = {
         let mut ids: Vec<String> = raw.iter().map(|r| r.shard.clone()).collect();
         ids.sort();

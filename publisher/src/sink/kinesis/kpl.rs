@@ -159,7 +159,12 @@ impl Aggregator {
         out.extend_from_slice(&self.records);
         let digest = Md5::digest(&out[MAGIC.len()..]);
         out.extend_from_slice(&digest);
-        *self = Aggregator::default();
+        // Keep the buffers' capacity for the next aggregate: growing them again by doubling
+        // for every aggregate is most of what the allocator would otherwise hand back and forth.
+        self.key_table.clear();
+        self.keys.clear();
+        self.records.clear();
+        self.count = 0;
         (key, out)
     }
 }
@@ -194,6 +199,16 @@ mod tests {
         assert_eq!(back.records[2].partition_key_index, 0);
         assert_eq!(back.records[1].data, vec![2u8; 300]);
         assert!(a.is_empty());
+
+        // The next aggregate reuses the buffers and starts its key table afresh.
+        let predicted = a.size_with("k2", 5);
+        a.push("k2", vec![9u8; 5]);
+        let (key, bytes) = a.finish();
+        assert_eq!((key.as_str(), bytes.len() + 2), ("k2", predicted));
+        let back = AggregatedRecord::decode(&bytes[4..bytes.len() - 16]).expect("decode");
+        assert_eq!(back.partition_key_table, vec!["k2"]);
+        assert_eq!(back.records.len(), 1);
+        assert_eq!(back.records[0].partition_key_index, 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! With `aggregate`, rows are packed into KPL aggregates, one lane per shard (from
 //! ListShards): each row joins the aggregate of the shard its key hashes to, an aggregate
-//! closes at 1 MiB or when the linger expires, and a request carries one aggregate, so a
+//! closes at `aggregate_max_bytes` (256 KiB unless set, at most 1 MiB) or when the linger expires, and a request carries one aggregate, so a
 //! key's rows are never split over two requests in flight. The shard map follows reshards
 //! (see `reshard`): a lane checks where each aggregate landed and re-sends, before its next
 //! request, the rows the receiving shard does not hold; a changed map is read again (also
@@ -61,6 +61,12 @@ use crate::{
 pub const MAX_BATCH_RECORDS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 
+/// Default aggregate size. Every byte of an aggregate is held about four times while it is
+/// out (the record, the SDK's copy, its base64 JSON body grown by doubling), per lane; at
+/// 256 KiB that stays a few MiB in all, and a lane still sends far more than a shard's
+/// 1 MiB/s write limit.
+pub const DEFAULT_AGGREGATE_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct KinesisConfig {
     pub stream: String,
@@ -75,6 +81,8 @@ pub struct KinesisConfig {
     pub max_attempts: Option<u32>,
     /// Pack rows into KPL aggregated records (consumers need a de-aggregating reader).
     pub aggregate: bool,
+    /// The largest aggregate (data + key), at most `MAX_RECORD_BYTES`.
+    pub aggregate_max_bytes: usize,
 }
 
 impl KinesisConfig {
@@ -91,6 +99,7 @@ impl KinesisConfig {
             backoff: Backoff::default(),
             max_attempts: None,
             aggregate: false,
+            aggregate_max_bytes: DEFAULT_AGGREGATE_BYTES,
         }
     }
 }
@@ -549,11 +558,12 @@ impl Sink for KinesisSink {
         if self.aggregating() {
             let hash = kpl::hash_key(&key);
             let lane = self.shards.route(hash);
-            let fits = self.lanes[lane].agg.size_with(&key, body.len()) <= MAX_RECORD_BYTES;
+            let max = self.cfg.aggregate_max_bytes;
+            let fits = self.lanes[lane].agg.size_with(&key, body.len()) <= max;
             if !fits {
                 self.close_aggregate(lane).await?;
             }
-            if self.lanes[lane].agg.size_with(&key, body.len()) <= MAX_RECORD_BYTES {
+            if self.lanes[lane].agg.size_with(&key, body.len()) <= max {
                 let l = &mut self.lanes[lane];
                 l.agg.push(&key, body);
                 l.agg_seqs.push(seq);
