@@ -12,7 +12,7 @@ COPY --from=build /out/publisher /usr/local/bin/publisher
 # glibc otherwise raises its trim threshold after the first freed large buffer (the SDK's
 # request bodies), and memory freed after a spike (a backlog, a large transaction) stays in the
 # process. With 256 KiB aggregates a snapshot into kinesalite peaks at ~31 MiB RSS with the
-# defaults and ~27 MiB with this, for ~15 % fewer rows/s into the emulator (snapshot_bench,
+# defaults and 26-28 MiB with this, for 5-28 % fewer rows/s into the emulator (snapshot_bench,
 # README); kept because a pod's memory should fall back after a spike.
 ENV MALLOC_TRIM_THRESHOLD_=131072
 USER 65532:65532
