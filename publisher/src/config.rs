@@ -541,16 +541,24 @@ impl RunArgs {
 mod tests {
     use super::*;
 
+    /// The least a run needs: a source and a password file (written into `dir`).
+    fn minimal_args(dir: &tempfile::TempDir) -> RunArgs {
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").expect("pw");
+        RunArgs {
+            source: Some("mysql://repl@db:3306".into()),
+            password_file: Some(pw),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn drain_timeout_defaults_below_the_grace_period_and_rejects_zero() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "pw\n").expect("pw");
+        let base = minimal_args(&dir);
         let args = |secs: Option<u64>| RunArgs {
-            source: Some("mysql://repl@db:3306".into()),
-            password_file: Some(pw.clone()),
             drain_timeout_secs: secs,
-            ..Default::default()
+            ..base.clone()
         };
         let default = args(None).resolve().expect("resolve");
         assert_eq!(default.pipeline.drain_timeout, Duration::from_secs(20));
@@ -563,16 +571,10 @@ mod tests {
     #[test]
     fn a_status_checkpoint_is_written_every_10_s_by_default_a_file_every_second() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "pw\n").expect("pw");
-        let base = || RunArgs {
-            source: Some("mysql://repl@db:3306".into()),
-            password_file: Some(pw.clone()),
-            ..Default::default()
-        };
+        let base = minimal_args(&dir);
         let kube = RunArgs {
             checkpoint_kubernetes: Some("shop/orders".into()),
-            ..base()
+            ..base.clone()
         };
         assert_eq!(
             kube.resolve()
@@ -583,7 +585,7 @@ mod tests {
         );
         let file = RunArgs {
             checkpoint_file: Some(dir.path().join("cp.json")),
-            ..base()
+            ..base.clone()
         };
         assert_eq!(
             file.resolve()
@@ -595,7 +597,7 @@ mod tests {
         let set = RunArgs {
             checkpoint_kubernetes: Some("shop/orders".into()),
             checkpoint_interval_ms: Some(2500),
-            ..base()
+            ..base.clone()
         };
         assert_eq!(
             set.resolve().expect("resolve").pipeline.checkpoint_interval,
@@ -606,16 +608,13 @@ mod tests {
     #[test]
     fn the_aggregate_size_defaults_to_256_kib_and_is_bounded_by_the_record_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "pw\n").expect("pw");
+        let base = minimal_args(&dir);
         let args = |bytes: Option<usize>| RunArgs {
-            source: Some("mysql://repl@db:3306".into()),
-            password_file: Some(pw.clone()),
             sink: Some("kinesis".into()),
             stream: Some("s".into()),
             aggregate: Some(true),
             aggregate_max_bytes: bytes,
-            ..Default::default()
+            ..base.clone()
         };
         let kinesis = |r: RunConfig| r.kinesis.expect("kinesis config");
         let default = kinesis(args(None).resolve().expect("resolve"));
