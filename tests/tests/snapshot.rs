@@ -619,29 +619,13 @@ async fn snapshot_into_kinesis(method: &str, aggregate: bool) {
         cmd.arg("--aggregate");
     }
     let mut child = cmd.spawn().expect("spawn publisher");
-    let running = |child: &mut std::process::Child| {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "publisher exited: {log}"
-        );
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !snapshot_done(&cp) {
-        assert!(Instant::now() < deadline, "snapshot did not finish");
-        running(&mut child);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Writes go on a little past the snapshot's end, then the stream catches up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer_result(&db, w).await;
-    let end = db.binlog_end().await;
-    while !read_checkpoint(&cp).is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge()) {
-        assert!(Instant::now() < deadline, "publisher did not catch up");
-        running(&mut child);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = Run {
+        child: &mut child,
+        checkpoint: &cp,
+        log: Some(&log),
+    };
+    finish_and_catch_up(&db, run, Duration::from_millis(300), stop, w).await;
     // Everything up to the checkpoint is acknowledged by Kinesis.
     child.kill().expect("kill");
     let _ = child.wait();
@@ -699,6 +683,51 @@ fn publisher_bin() -> std::path::PathBuf {
     assert!(status.success(), "building the publisher failed");
     assert!(bin.exists(), "no publisher binary at {}", bin.display());
     bin
+}
+
+/// A publisher binary running with a file checkpoint; `log`, its stderr if kept.
+struct Run<'a> {
+    child: &'a mut std::process::Child,
+    checkpoint: &'a std::path::Path,
+    log: Option<&'a std::path::Path>,
+}
+
+/// Waits (5 minutes at most, the publisher running throughout) until the checkpoint records
+/// the snapshot finished; `linger` later stops the writer, then waits until the checkpoint
+/// reaches the binlog's end.
+async fn finish_and_catch_up(
+    db: &MariaDb,
+    run: Run<'_>,
+    linger: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writer: tokio::task::JoinHandle<Result<Vec<Duration>, String>>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut running = |what: &str| {
+        assert!(Instant::now() < deadline, "{what}");
+        let log = run
+            .log
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            run.child.try_wait().expect("wait").is_none(),
+            "publisher exited: {log}"
+        );
+    };
+    while !snapshot_done(run.checkpoint) {
+        running("snapshot did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(linger).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer_result(db, writer).await;
+    let end = db.binlog_end().await;
+    while !read_checkpoint(run.checkpoint)
+        .is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge())
+    {
+        running("publisher did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// True once the checkpoint at `path` records the snapshot finished.
@@ -795,22 +824,12 @@ async fn killed_publisher_resumes_the_snapshot_after_the_last_delivered_chunk() 
     }
     // The last run finishes the snapshot and catches up.
     let mut child = spawn();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !snapshot_done(&cp) {
-        assert!(Instant::now() < deadline, "resumed snapshot did not finish");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "publisher exited"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer_result(&db, w).await;
-    let end = db.binlog_end().await;
-    while !read_checkpoint(&cp).is_some_and(|c| binlog_cmp(&(c.file, c.pos), &end).is_ge()) {
-        assert!(Instant::now() < deadline, "publisher did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = Run {
+        child: &mut child,
+        checkpoint: &cp,
+        log: None,
+    };
+    finish_and_catch_up(&db, run, Duration::ZERO, stop, w).await;
     child.kill().expect("kill");
     let _ = child.wait();
     let records: Vec<Value> = std::fs::read_to_string(&out)
