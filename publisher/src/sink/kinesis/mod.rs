@@ -9,12 +9,14 @@
 //!
 //! With `aggregate`, rows are packed into KPL aggregates, one lane per shard (from
 //! ListShards): each row joins the aggregate of the shard its key hashes to, an aggregate
-//! closes at `aggregate_max_bytes` (256 KiB unless set, at most 1 MiB) or when the linger expires, and a request carries one aggregate, so a
-//! key's rows are never split over two requests in flight. The shard map follows reshards
-//! (see `reshard`): a lane checks where each aggregate landed and re-sends, before its next
-//! request, the rows the receiving shard does not hold; a changed map is read again (also
-//! every 60 s), and before any row is routed by it every lane is drained, so no key has an
-//! older row in an aggregate of the old map behind a newer one of the new map.
+//! closes at `aggregate_max_bytes` (256 KiB unless set, at most 1 MiB) or when the linger
+//! expires, and a request carries one aggregate, so a key's rows are never split over two
+//! requests in flight. The shard map follows reshards (see `reshard`): a lane checks where
+//! each aggregate landed and re-sends, before its next request, the rows the receiving shard
+//! does not hold (packed up to the 1 MiB record limit, not `aggregate_max_bytes`); a changed
+//! map is read again (also every 60 s), and before any row is routed by it every lane is
+//! drained, so no key has an older row in an aggregate of the old map behind a newer one of
+//! the new map.
 //!
 //! Memory: a lane holds one batch filling and one request out; each request is a task that
 //! is joined as soon as it ends; the acknowledgement queue holds one slot per row in flight
