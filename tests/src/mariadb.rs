@@ -203,7 +203,7 @@ impl MariaDb {
         conn.query_drop(
             "DROP USER IF EXISTS ''@'localhost'; \
              CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl-pw'; \
-             GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'repl'@'%'; \
+             GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, LOCK TABLES ON *.* TO 'repl'@'%'; \
              FLUSH PRIVILEGES",
         )
         .await

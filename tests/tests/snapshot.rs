@@ -215,6 +215,8 @@ fn percentile(lat: &mut [Duration], p: f64) -> Duration {
 #[derive(Default)]
 struct Shared {
     rows: Vec<RowChange>,
+    /// When each row reached the sink.
+    arrived: Vec<Instant>,
     last: Option<Checkpoint>,
 }
 
@@ -223,7 +225,9 @@ struct SharedSink(Arc<Mutex<Shared>>, Option<Checkpoint>);
 
 impl Sink for SharedSink {
     async fn write_row(&mut self, row: RowChange) -> Result<(), SinkError> {
-        self.0.lock().expect("lock").rows.push(row);
+        let mut shared = self.0.lock().expect("lock");
+        shared.rows.push(row);
+        shared.arrived.push(Instant::now());
         Ok(())
     }
 
@@ -247,6 +251,19 @@ async fn publish_until_caught_up(
     opts: SnapshotOptions,
     done: Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<RowChange> {
+    publish_until_caught_up_timed(db, cfg, checkpoint, opts, done)
+        .await
+        .0
+}
+
+/// [`publish_until_caught_up`], also returning when each row reached the sink.
+async fn publish_until_caught_up_timed(
+    db: &MariaDb,
+    cfg: SourceConfig,
+    checkpoint: Option<Checkpoint>,
+    opts: SnapshotOptions,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<RowChange>, Vec<Instant>) {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let progress = opts.progress.clone();
     let reader = Reader::open(cfg.clone(), checkpoint.clone())
@@ -297,8 +314,11 @@ async fn publish_until_caught_up(
     }
     let _ = stop.send(());
     task.await.expect("task").expect("publisher");
-    let rows = std::mem::take(&mut shared.lock().expect("lock").rows);
-    rows
+    let mut shared = shared.lock().expect("lock");
+    (
+        std::mem::take(&mut shared.rows),
+        std::mem::take(&mut shared.arrived),
+    )
 }
 
 /// A change's `(file, pos, row)`, which the two records of a key change share.
@@ -577,6 +597,213 @@ async fn consistent_snapshot_under_writes_rebuilds_every_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_snapshot_under_writes_rebuilds_every_table() {
     snapshot_under_writes(Method::Watermark).await;
+}
+
+/// Keyless tables are read in one pass, each in a read view tied to a binlog position. Under
+/// the watermark method that tie must be exact too: with two writers committing to the
+/// tables as fast as they can, a change committed while the read view opens is in the rows
+/// or in the stream, exactly once. Each round is a fresh `--start snapshot` run (so a fresh
+/// read view per table), checked by rebuilding each table as a multiset; SNAPSHOT_ROUNDS
+/// rounds (default 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_snapshot_of_keyless_tables_under_hot_writes_loses_and_repeats_nothing() {
+    let rounds: usize = std::env::var("SNAPSHOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let db = MariaDb::start(Metadata::NoLog).await;
+    db.exec(
+        "CREATE DATABASE hot;
+         CREATE TABLE hot.k0 (a INT, b INT); INSERT INTO hot.k0 SELECT seq MOD 40, seq FROM hot.seq_1_to_300;
+         CREATE TABLE hot.k1 (a INT, b INT); INSERT INTO hot.k1 SELECT seq MOD 40, seq FROM hot.seq_1_to_300;",
+    )
+    .await;
+    for round in 0..rounds {
+        keyless_round(&db, round as u64).await;
+    }
+}
+
+async fn keyless_round(db: &MariaDb, round: u64) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hot_writer = |seed: u64| {
+        let (url, stop) = (db.root_opts(), stop.clone());
+        tokio::spawn(async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut conn = writer_connect(&url).await?;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (t, a) = (rng.gen_range(0..2), rng.gen_range(0..40));
+                let sql = match rng.gen_range(0..3) {
+                    0 => format!(
+                        "INSERT INTO hot.k{t} VALUES ({a}, {})",
+                        seed * 1_000_000 + n
+                    ),
+                    1 => format!("DELETE FROM hot.k{t} WHERE a = {a} LIMIT 1"),
+                    _ => format!("UPDATE hot.k{t} SET b = b + 1 WHERE a = {a} LIMIT 1"),
+                };
+                conn.query_drop(&sql)
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
+                n += 1;
+            }
+            let _ = conn.disconnect().await;
+            Ok::<u64, String>(n)
+        })
+    };
+    let writers = [hot_writer(round * 2 + 1), hot_writer(round * 2 + 2)];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut cfg = snap_cfg(db);
+    cfg.filter.include = vec!["hot.*".parse().expect("pattern")];
+    let opts = SnapshotOptions {
+        method: Some(Method::Watermark),
+        ..SnapshotOptions::default()
+    };
+    let progress = opts.progress.clone();
+    let writers_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, stop2) = (writers_done.clone(), stop.clone());
+    let stopper = tokio::spawn(async move {
+        while progress.view().state != "Done" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop2.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut statements = 0;
+        for w in writers {
+            statements += w.await.expect("writer task").expect("writer");
+        }
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        statements
+    });
+    let rows = publish_until_caught_up(db, cfg, None, opts, writers_done).await;
+    let statements = stopper.await.expect("stopper");
+
+    // Each table as a consumer rebuilds it: a multiset of (a, b).
+    let mut got: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut snapshot_rows = 0;
+    let ab = |v: &Value| (v["a"].as_i64().expect("a"), v["b"].as_i64().expect("b"));
+    for r in &rows {
+        let rec: Value = serde_json::from_slice(&r.body).expect("json");
+        let table = rec["table"].as_str().expect("table").to_string();
+        let m = got.entry(table.clone()).or_default();
+        let row = &rec["row"];
+        let mut remove = |v: &Value| {
+            let i = m.iter().position(|x| *x == ab(v)).unwrap_or_else(|| {
+                panic!("round {round}, {table}: a change to a row the stream never delivered: {v}")
+            });
+            m.swap_remove(i);
+        };
+        match rec["type"].as_str().expect("type") {
+            "WriteRowsEvent" => {
+                snapshot_rows += usize::from(rec["position"]["snapshot"] == Value::Bool(true));
+                m.push(ab(&row["values"]));
+            }
+            "DeleteRowsEvent" => remove(&row["values"]),
+            _ => {
+                remove(&row["before_values"]);
+                m.push(ab(&row["after_values"]));
+            }
+        }
+    }
+    println!(
+        "keyless round {round}: {statements} statements, {snapshot_rows} snapshot rows, {} records",
+        rows.len()
+    );
+    let mut conn = mysql_async::Conn::new(db.root_opts())
+        .await
+        .expect("connect");
+    for t in ["k0", "k1"] {
+        let mut want: Vec<(i64, i64)> = conn
+            .query(format!("SELECT a, b FROM hot.{t}"))
+            .await
+            .expect("select");
+        let mut have = got.remove(t).unwrap_or_default();
+        want.sort();
+        have.sort();
+        assert_eq!(have.len(), want.len(), "round {round}, hot.{t}: row count");
+        assert!(have == want, "round {round}, hot.{t}: rows differ");
+    }
+    let _ = conn.disconnect().await;
+}
+
+/// A transaction left open on a keyless table holds off the watermark method's brief lock:
+/// the snapshot tries again later, the stream goes on meanwhile (a change of another table
+/// is delivered before the keyless table's rows), and once the transaction commits, the
+/// table is read with its change exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_snapshot_waits_out_an_open_transaction_on_a_keyless_table_while_the_stream_goes_on(
+) {
+    let db = MariaDb::start(Metadata::NoLog).await;
+    db.exec(
+        "CREATE DATABASE hot;
+         CREATE TABLE hot.a_keyless (a INT, b INT); INSERT INTO hot.a_keyless SELECT seq, seq FROM hot.seq_1_to_50;
+         CREATE TABLE hot.b_log (id INT PRIMARY KEY);",
+    )
+    .await;
+    let mut holder = mysql_async::Conn::new(db.root_opts())
+        .await
+        .expect("connect");
+    holder
+        .query_drop("BEGIN; INSERT INTO hot.a_keyless VALUES (99, 99)")
+        .await
+        .expect("open transaction");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, url) = (done.clone(), db.root_opts());
+    let meanwhile = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut c = mysql_async::Conn::new(url).await.expect("connect");
+        c.query_drop("INSERT INTO hot.b_log VALUES (1000)")
+            .await
+            .expect("insert");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let committed = Instant::now();
+        holder.query_drop("COMMIT").await.expect("commit");
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = (c.disconnect().await, holder.disconnect().await);
+        committed
+    });
+    let mut cfg = snap_cfg(&db);
+    cfg.filter.include = vec!["hot.*".parse().expect("pattern")];
+    let opts = SnapshotOptions {
+        method: Some(Method::Watermark),
+        ..SnapshotOptions::default()
+    };
+    let (rows, arrived) = publish_until_caught_up_timed(&db, cfg, None, opts, done).await;
+    let committed = meanwhile.await.expect("meanwhile");
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    let live = records
+        .iter()
+        .position(|r| r["table"] == "b_log" && r["position"]["snapshot"] != Value::Bool(true))
+        .expect("the live insert into b_log");
+    let first_keyless = records
+        .iter()
+        .position(|r| r["table"] == "a_keyless")
+        .expect("a_keyless rows");
+    assert!(
+        live < first_keyless && arrived[live] < committed,
+        "the stream waited for the lock: the live change (record {live}) arrived {:?} after the \
+         holding transaction committed; keyless rows from record {first_keyless}",
+        arrived[live].saturating_duration_since(committed)
+    );
+    let mut keyless: Vec<(i64, i64)> = records
+        .iter()
+        .filter(|r| r["table"] == "a_keyless")
+        .map(|r| {
+            assert_eq!(r["position"]["snapshot"], Value::Bool(true), "{r}");
+            let v = &r["row"]["values"];
+            (v["a"].as_i64().expect("a"), v["b"].as_i64().expect("b"))
+        })
+        .collect();
+    keyless.sort();
+    let want: Vec<(i64, i64)> = (1..=50).chain([99]).map(|i| (i, i)).collect();
+    assert_eq!(
+        keyless, want,
+        "a_keyless: every row once, the held change included"
+    );
 }
 
 /// The publisher binary into kinesalite (4 shards) under the writer, with `method` and with or
@@ -994,6 +1221,7 @@ async fn on_demand_outcome(
     db: &MariaDb,
     cfg: SourceConfig,
     tables: &[&str],
+    method: Option<Method>,
     metrics: Arc<Metrics>,
 ) -> Result<(), String> {
     let end = db.binlog_end().await;
@@ -1012,6 +1240,7 @@ async fn on_demand_outcome(
     let opts = SnapshotOptions {
         tables: tables.iter().map(|t| t.parse().expect("table")).collect(),
         request_id: Some("r".into()),
+        method,
         ..SnapshotOptions::default()
     };
     let progress = opts.progress.clone();
@@ -1060,7 +1289,8 @@ async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
          INSERT INTO snap.blobkey VALUES ('x');
          CREATE USER 'narrow'@'%' IDENTIFIED BY 'npw';
          GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'narrow'@'%';
-         GRANT SELECT ON snap.ints TO 'narrow'@'%';",
+         GRANT SELECT ON snap.ints TO 'narrow'@'%';
+         GRANT SELECT ON snap.nopk TO 'narrow'@'%';",
     )
     .await;
     let mut cfg = snap_cfg(&db);
@@ -1071,6 +1301,7 @@ async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
         &db,
         cfg.clone(),
         &["snap.blobkey"],
+        None,
         Arc::new(Metrics::new()),
     )
     .await
@@ -1083,9 +1314,15 @@ async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
 
     // A table that does not exist (dropped): skipped, counted, the request completes.
     let metrics = Arc::new(Metrics::new());
-    on_demand_outcome(&db, cfg.clone(), &["snap.gone", "snap.ci"], metrics.clone())
-        .await
-        .expect("dropped table skipped");
+    on_demand_outcome(
+        &db,
+        cfg.clone(),
+        &["snap.gone", "snap.ci"],
+        None,
+        metrics.clone(),
+    )
+    .await
+    .expect("dropped table skipped");
     assert_eq!(metrics.snapshot_tables_skipped.get(), 1);
     assert!(metrics.snapshot_rows.get() > 0, "snap.ci was read");
 
@@ -1095,11 +1332,43 @@ async fn bad_tables_get_a_clear_error_or_are_skipped_and_counted() {
         Some("npw"),
     )
     .expect("addr");
-    let e = on_demand_outcome(&db, cfg, &["snap.ci"], Arc::new(Metrics::new()))
-        .await
-        .expect_err("no select");
+    let e = on_demand_outcome(
+        &db,
+        cfg.clone(),
+        &["snap.ci"],
+        None,
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect_err("no select");
     println!("no SELECT: {e}");
     assert!(e.contains("snap.ci") && e.contains("SELECT"), "{e}");
+
+    // A keyless table by the watermark method without LOCK TABLES: refused, naming the
+    // table and the grant (the consistent-snapshot method needs no lock).
+    let e = on_demand_outcome(
+        &db,
+        cfg.clone(),
+        &["snap.nopk"],
+        Some(Method::Watermark),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect_err("no LOCK TABLES");
+    println!("no LOCK TABLES: {e}");
+    assert!(
+        e.contains("snap.nopk") && e.contains("GRANT LOCK TABLES ON snap.*"),
+        "{e}"
+    );
+    on_demand_outcome(
+        &db,
+        cfg,
+        &["snap.nopk"],
+        Some(Method::ConsistentSnapshot),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect("the consistent-snapshot method reads a keyless table with SELECT alone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

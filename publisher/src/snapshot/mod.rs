@@ -152,6 +152,12 @@ pub enum SnapshotError {
     Changed { table: String },
     #[error("snapshot: the source reports no Binlog_snapshot_file/position (needs MariaDB or Percona Server); use --snapshot-method watermark")]
     NoSnapshotPosition,
+    #[error("snapshot of {table}: the table has no primary or unique NOT NULL key, and the watermark method ties such a table's read view to a binlog position under LOCK TABLES ... READ, held only while the view opens; the user lacks that privilege ({message}); GRANT LOCK TABLES ON {schema}.* to it, use --snapshot-method consistent-snapshot (MariaDB, Percona Server), give the table a key, or leave it out of the snapshot")]
+    NoLockTables {
+        table: String,
+        schema: String,
+        message: String,
+    },
 }
 
 impl SnapshotError {
@@ -231,6 +237,9 @@ pub struct Driver {
     chunk: Option<chunk::Chunk>,
     /// A one-pass table whose read view is open, waiting for the reader to reach it.
     one_pass_at: Option<BinlogPos>,
+    /// Watermark, keyless table: a transaction held the table past the lock wait; when to
+    /// try again, and how many tries so far. The stream goes on meanwhile.
+    lock_retry: Option<(std::time::Instant, u32)>,
     /// Adapted down when the byte bound cuts chunks.
     limit: usize,
     /// Watermark: the window's start, and keys of the current table changed since, with the
@@ -394,6 +403,7 @@ impl Driver {
             current: None,
             chunk: None,
             one_pass_at: None,
+            lock_retry: None,
             limit,
             window_from: reader.boundary_position(),
             changes: VecDeque::new(),
@@ -468,6 +478,12 @@ impl Driver {
         if !self.state.running() {
             return false;
         }
+        if self
+            .lock_retry
+            .is_some_and(|(at, _)| std::time::Instant::now() < at)
+        {
+            return false;
+        }
         if let Some(at) = &self.one_pass_at {
             return Self::reached(reader, at);
         }
@@ -532,7 +548,7 @@ impl Driver {
                 }
             }
             Next::Skipped => self.boundary(reader, items),
-            Next::OnePassOpened => {}
+            Next::OnePassOpened | Next::Later => {}
         }
         Ok(None)
     }
@@ -611,7 +627,25 @@ impl Driver {
             );
         }
         if plan.paging == plan::Paging::OnePass {
-            let at = self.open_one_pass().await?;
+            let at = match self.open_one_pass(&plan).await {
+                Ok(at) => at,
+                Err(e) if e.code() == Some(1205) => {
+                    // A transaction that changed the table is still open. Try again later
+                    // instead of failing: a batch job may hold it for minutes.
+                    let tries = self.lock_retry.map_or(0, |(_, n)| n) + 1;
+                    let wait = std::time::Duration::from_secs((1u64 << tries.min(5)).min(30));
+                    warn!(
+                        table,
+                        tries,
+                        retry_in_secs = wait.as_secs(),
+                        "snapshot: an open transaction holds the keyless table past the lock wait; trying again later"
+                    );
+                    self.lock_retry = Some((std::time::Instant::now() + wait, tries));
+                    return Ok(Next::Later);
+                }
+                Err(e) => return Err(e),
+            };
+            self.lock_retry = None;
             self.one_pass_at = Some(at);
             return Ok(Next::OnePassOpened);
         }
@@ -640,36 +674,66 @@ impl Driver {
     }
 
     /// Opens the read view a one-pass table is read in and returns the position the reader
-    /// must reach first.
-    async fn open_one_pass(&mut self) -> Result<BinlogPos, SnapshotError> {
-        let (user, version, is_mariadb, method) = (
-            self.user.clone(),
-            self.version.clone(),
-            self.is_mariadb,
-            self.method,
-        );
-        let conn = self.conn().await?;
-        match method {
-            Method::ConsistentSnapshot => chunk::open_consistent(conn).await,
-            Method::Watermark => {
-                // No snapshot position: the read view opens between L and H, so changes in
-                // that short window may be in the rows and in the stream (documented).
-                let end = crate::source::preflight::binlog_end;
-                let low = end(conn, &user, &version, is_mariadb)
-                    .await
-                    .map_err(|e| SnapshotError::Source(Box::new(e)))?;
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                    .await
-                    .map_err(|e| SnapshotError::Db(Box::new(e)))?;
-                let high = end(conn, &user, &version, is_mariadb)
-                    .await
-                    .map_err(|e| SnapshotError::Source(Box::new(e)))?;
-                if (low.0.as_str(), low.1) != (high.0.as_str(), high.1) {
-                    warn!("snapshot: binlog moved while a one-pass read view opened; changes in that instant may appear twice");
-                }
-                Ok((high.0, high.1))
-            }
+    /// must reach first: the view holds every change of the table up to it and none after.
+    async fn open_one_pass(
+        &mut self,
+        plan: &plan::SnapshotPlan,
+    ) -> Result<BinlogPos, SnapshotError> {
+        if self.method == Method::ConsistentSnapshot {
+            return chunk::open_consistent(self.conn().await?).await;
         }
+        // No snapshot position (MySQL), and a keyless table has no key to drop changed rows
+        // by. So a second session holds LOCK TABLES ... READ while this one opens its view
+        // and reads the binlog end: the lock waits for every transaction that changed the
+        // table to end (engine commit included) and holds off new ones, so no change of the
+        // table lies between the view and that position. Writers of the table wait for a
+        // few round trips; other tables are not touched.
+        let name = plan.name.clone();
+        let (user, version, is_mariadb) =
+            (self.user.clone(), self.version.clone(), self.is_mariadb);
+        let source = |e| SnapshotError::Source(Box::new(e));
+        let mut lock = self.addr.connect().await.map_err(source)?;
+        let locked = async {
+            lock.query_drop("SET SESSION lock_wait_timeout = 1")
+                .await
+                .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+            lock.query_drop(format!("LOCK TABLES {} READ", plan.quoted_name()))
+                .await
+                .map_err(|e| match e {
+                    mysql_async::Error::Server(s) if s.code == 1044 => {
+                        SnapshotError::NoLockTables {
+                            table: name.to_string(),
+                            schema: name.schema.clone(),
+                            message: s.message,
+                        }
+                    }
+                    e => SnapshotError::query(&name, e),
+                })
+        }
+        .await;
+        let opened = match locked {
+            Ok(()) => {
+                let conn = self.conn().await?;
+                let opened = async {
+                    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                        .await
+                        .map_err(|e| SnapshotError::Db(Box::new(e)))?;
+                    crate::source::preflight::binlog_end(conn, &user, &version, is_mariadb)
+                        .await
+                        .map_err(source)
+                }
+                .await;
+                if opened.is_err() {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                }
+                opened
+            }
+            Err(e) => Err(e),
+        };
+        // Closing the session releases the lock too; UNLOCK first so it goes at once.
+        let _ = lock.query_drop("UNLOCK TABLES").await;
+        let _ = lock.disconnect().await;
+        opened.map(|(file, pos, ..)| (file, pos))
     }
 
     /// Streams a one-pass table to the sink while the binlog waits (the read view is at the
@@ -823,6 +887,8 @@ enum Next {
     /// The table was dropped (or nothing was left): a boundary records it.
     Skipped,
     OnePassOpened,
+    /// Nothing this time (a keyless table's lock is busy); the stream goes on meanwhile.
+    Later,
 }
 
 /// The paging-key values of the row images in a record, as canonical JSON arrays: an

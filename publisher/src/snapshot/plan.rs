@@ -381,6 +381,11 @@ impl SnapshotPlan {
     }
 
     /// The whole table, for one pass.
+    /// `` `schema`.`table` ``, for statements naming the table.
+    pub fn quoted_name(&self) -> String {
+        format!("{}.{}", quote(&self.name.schema), quote(&self.name.table))
+    }
+
     pub fn full_sql(&self) -> String {
         format!("SELECT {} FROM {}", self.select_list, self.from)
     }
