@@ -121,16 +121,40 @@ impl SourceError {
             SourceError::Unreachable { .. }
             | SourceError::DumpEnded { .. }
             | SourceError::Silent { .. } => true,
-            SourceError::Connection(e) => match e {
-                mysql_async::Error::Io(_) => true,
-                // server shutdown, lost connection, too many connections, killed query
-                mysql_async::Error::Server(s) => {
-                    matches!(s.code, 1053 | 2006 | 2013 | 1040 | 1317 | 1927)
-                }
-                mysql_async::Error::Driver(_) => true,
-                _ => false,
-            },
+            SourceError::Connection(e) => connection_lost(e),
             _ => false,
         }
+    }
+}
+
+/// The connection failed rather than the statement: a new connection may succeed.
+pub fn connection_lost(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        // server shutdown, lost connection, too many connections, killed query
+        mysql_async::Error::Server(s) => matches!(s.code, 1053 | 2006 | 2013 | 1040 | 1317 | 1927),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_transient_and_a_refused_statement_is_not() {
+        let io = mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        assert!(connection_lost(&io));
+        assert!(SourceError::Connection(io).is_transient());
+        let refused = mysql_async::Error::Server(mysql_async::ServerError {
+            code: 1142,
+            message: "SELECT command denied".into(),
+            state: "42000".into(),
+        });
+        assert!(!connection_lost(&refused));
+        assert!(!SourceError::Connection(refused).is_transient());
     }
 }

@@ -67,10 +67,17 @@ pub async fn load_table(
     table: &str,
     is_mariadb: bool,
 ) -> Result<Option<TableInfo>, SourceError> {
-    let err = |e: mysql_async::Error| SourceError::Schema {
-        schema: schema.to_string(),
-        table: table.to_string(),
-        message: e.to_string(),
+    // A lost connection stays a connection error, so callers reconnect and try again
+    // instead of stopping on a schema error.
+    let err = |e: mysql_async::Error| {
+        if super::error::connection_lost(&e) {
+            return SourceError::Connection(e);
+        }
+        SourceError::Schema {
+            schema: schema.to_string(),
+            table: table.to_string(),
+            message: e.to_string(),
+        }
     };
     type ColRow = (String, String, String, Option<String>);
     let cols: Vec<ColRow> = conn
