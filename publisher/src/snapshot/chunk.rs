@@ -117,18 +117,24 @@ pub async fn read<S: Sink>(
             Ok(chunk)
         }
         Method::Watermark => {
-            let low = binlog_end(conn, &r).await?;
+            let low = binlog_end(conn, r.user, r.version, r.is_mariadb).await?;
             // Rows changed in the window are dropped when the chunk is handed on: buffered.
             let mut chunk = select::<S>(conn, &r, &sql, params, &low, None).await?;
-            chunk.at = binlog_end(conn, &r).await?;
+            chunk.at = binlog_end(conn, r.user, r.version, r.is_mariadb).await?;
             chunk.low = Some(low);
             Ok(chunk)
         }
     }
 }
 
-async fn binlog_end(conn: &mut Conn, r: &Reading<'_>) -> Result<BinlogPos, SnapshotError> {
-    preflight::binlog_end(conn, r.user, r.version, r.is_mariadb)
+/// The binlog's current end (file, offset).
+pub async fn binlog_end(
+    conn: &mut Conn,
+    user: &str,
+    version: &str,
+    is_mariadb: bool,
+) -> Result<BinlogPos, SnapshotError> {
+    preflight::binlog_end(conn, user, version, is_mariadb)
         .await
         .map(|(f, p, _)| (f, p))
         .map_err(|e| SnapshotError::Source(Box::new(e)))

@@ -688,16 +688,21 @@ impl Driver {
         // table to end (engine commit included) and holds off new ones, so no change of the
         // table lies between the view and that position. Writers of the table wait for a
         // few round trips; other tables are not touched.
-        let name = plan.name.clone();
+        let name = &plan.name;
         let (user, version, is_mariadb) =
             (self.user.clone(), self.version.clone(), self.is_mariadb);
-        let source = |e| SnapshotError::Source(Box::new(e));
-        let mut lock = self.addr.connect().await.map_err(source)?;
-        let locked = async {
+        let db = |e| SnapshotError::Db(Box::new(e));
+        let mut lock = self
+            .addr
+            .connect()
+            .await
+            .map_err(|e| SnapshotError::Source(Box::new(e)))?;
+        // Every outcome past this point goes through the UNLOCK below.
+        let opened = async {
             lock.query_drop("SET SESSION lock_wait_timeout = 1")
                 .await
-                .map_err(|e| SnapshotError::Db(Box::new(e)))?;
-            lock.query_drop(format!("LOCK TABLES {} READ", plan.quoted_name()))
+                .map_err(db)?;
+            lock.query_drop(format!("LOCK TABLES {} READ", name.quoted()))
                 .await
                 .map_err(|e| match e {
                     mysql_async::Error::Server(s) if s.code == 1044 => {
@@ -707,33 +712,26 @@ impl Driver {
                             message: s.message,
                         }
                     }
-                    e => SnapshotError::query(&name, e),
-                })
+                    e => SnapshotError::query(name, e),
+                })?;
+            let conn = self.conn().await?;
+            let view = async {
+                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    .await
+                    .map_err(db)?;
+                chunk::binlog_end(conn, &user, &version, is_mariadb).await
+            }
+            .await;
+            if view.is_err() {
+                let _ = conn.query_drop("ROLLBACK").await;
+            }
+            view
         }
         .await;
-        let opened = match locked {
-            Ok(()) => {
-                let conn = self.conn().await?;
-                let opened = async {
-                    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                        .await
-                        .map_err(|e| SnapshotError::Db(Box::new(e)))?;
-                    crate::source::preflight::binlog_end(conn, &user, &version, is_mariadb)
-                        .await
-                        .map_err(source)
-                }
-                .await;
-                if opened.is_err() {
-                    let _ = conn.query_drop("ROLLBACK").await;
-                }
-                opened
-            }
-            Err(e) => Err(e),
-        };
         // Closing the session releases the lock too; UNLOCK first so it goes at once.
         let _ = lock.query_drop("UNLOCK TABLES").await;
         let _ = lock.disconnect().await;
-        opened.map(|(file, pos, ..)| (file, pos))
+        opened
     }
 
     /// Streams a one-pass table to the sink while the binlog waits (the read view is at the

@@ -24,6 +24,13 @@ pub struct TableName {
     pub table: String,
 }
 
+impl TableName {
+    /// `` `schema`.`table` ``, for statements naming the table.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote(&self.schema), quote(&self.table))
+    }
+}
+
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.table)
@@ -160,11 +167,7 @@ pub async fn load(
         Ok(None) => {
             // information_schema hides tables the user may not read: tell that apart from a
             // dropped table by the error a SELECT gives.
-            let probe = format!(
-                "SELECT 1 FROM {}.{} LIMIT 0",
-                quote(&name.schema),
-                quote(&name.table)
-            );
+            let probe = format!("SELECT 1 FROM {} LIMIT 0", name.quoted());
             return match conn.query_drop(probe).await {
                 Err(mysql_async::Error::Server(s)) if s.code == 1146 || s.code == 1049 => Ok(None),
                 Err(mysql_async::Error::Server(s)) if s.code == 1142 || s.code == 1044 => {
@@ -296,13 +299,8 @@ pub async fn load(
         .collect::<Vec<_>>()
         .join(", ");
     let from = match &paging {
-        Paging::Key { index, .. } => format!(
-            "{}.{} FORCE INDEX ({})",
-            quote(&name.schema),
-            quote(&name.table),
-            quote(index)
-        ),
-        Paging::OnePass => format!("{}.{}", quote(&name.schema), quote(&name.table)),
+        Paging::Key { index, .. } => format!("{} FORCE INDEX ({})", name.quoted(), quote(index)),
+        Paging::OnePass => name.quoted(),
     };
     let record = TablePlan::assemble(
         name.schema.clone(),
@@ -381,11 +379,6 @@ impl SnapshotPlan {
     }
 
     /// The whole table, for one pass.
-    /// `` `schema`.`table` ``, for statements naming the table.
-    pub fn quoted_name(&self) -> String {
-        format!("{}.{}", quote(&self.name.schema), quote(&self.name.table))
-    }
-
     pub fn full_sql(&self) -> String {
         format!("SELECT {} FROM {}", self.select_list, self.from)
     }
