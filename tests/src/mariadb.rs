@@ -160,6 +160,8 @@ impl MariaDb {
         let db = loop {
             attempt += 1;
             let port = free_port();
+            let tmpdir = dir.path().join("tmp");
+            std::fs::create_dir_all(&tmpdir).expect("server tmpdir");
             let mut args: Vec<String> = vec![
                 "--no-defaults".into(),
                 "--user=root".into(),
@@ -169,6 +171,9 @@ impl MariaDb {
                 format!("--port={port}"),
                 format!("--socket={}", socket.display()),
                 format!("--pid-file={}", dir.path().join("pid").display()),
+                // Its own directory for internal temporary tables: servers sharing /tmp
+                // have lost one (CI: "Error on delete of '/tmp/#sql-temptable-….MAI'").
+                format!("--tmpdir={}", tmpdir.display()),
                 format!("--log-bin={}", data.join("binlog").display()),
                 "--binlog-format=ROW".into(),
                 "--server-id=1".into(),
